@@ -1,0 +1,362 @@
+"""Lower an architecture for a given input shape into the compiled core's program.
+
+The program is a flat list of operations of a small stack machine (see
+``_ext/include/convkernel/core.hpp``): branches (:class:`~.arch.Sum`) and
+intermediate read-outs (:class:`~.arch.Tap`) become PUSH / SWAP / ADD / POP /
+OUTPUT operations.
+
+Spatial mode.  For each stage the planner decides whether the full covariance
+over pairs of positions ``K[p, q]`` is needed or only its spatial diagonal
+``K[p, p]``.  Convolutions and nonlinearities read only the diagonal of their
+input to produce the diagonal of their output (the window offset is shared by
+both sides), and so do pools with at most one tap per output row (strided
+pools).  Only position-mixing pools (average, Gaussian, global average)
+need off-diagonal entries.  A backward pass over the program propagates that
+demand; the state is kept in full mode only while some later op needs it, and
+an explicit TODIAG op drops to the cheap diagonal mode as early as possible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Tuple
+
+import numpy as np
+
+from sklearn_convkernel import arch as A
+
+# Keep in sync with _ext/include/convkernel/core.hpp.
+OP_INPUT, OP_CONV, OP_NONLIN, OP_POOL, OP_DIAGSUM, OP_TODIAG = 0, 1, 2, 3, 4, 5
+OP_PUSH, OP_SWAP, OP_ADD, OP_POP, OP_OUTPUT = 6, 7, 8, 9, 10
+N_INT, N_FLOAT = 20, 4
+
+_FN_CODES = {
+    A.ReLU: 0,
+    A.Erf: 1,
+    A.ExpKernel: 2,
+    A.PolyKernel: 5,
+    A.LinearKernel: 6,
+}
+
+KINDS = ("nngp", "ntk")
+SPATIAL_MODES = ("auto", "full")
+
+
+@dataclass
+class _Op:
+    code: int
+    in_shape: Tuple[int, int]
+    out_shape: Tuple[int, int]
+    ints: dict = field(default_factory=dict)  # column -> value
+    floats: dict = field(default_factory=dict)
+    mixing: bool = False  # needs off-diagonal entries of its input
+    needs_full_in: bool = False  # filled by the backward pass
+
+
+@dataclass
+class Plan:
+    """A compiled architecture for one input shape and kernel kind.
+
+    Attributes
+    ----------
+    ops, fops : ndarray
+        Integer (n_ops, N_INT) and float (n_ops, N_FLOAT) op tables.
+    blob_i, blob_f : ndarray
+        Pooling matrices in CSR form (indices and weights at the same positions).
+    input_shape : (H, W, C)
+    tape_len : int
+        Self-variance values recorded per image by the self pass.
+    n_outputs : int
+        Read-outs per pair (taps first, the final output last).
+    kind : {"nngp", "ntk"}
+    full_ops : int
+        Number of ops run on full spatial tensors (0 = diagonal-only path).
+    """
+
+    ops: np.ndarray
+    fops: np.ndarray
+    blob_i: np.ndarray
+    blob_f: np.ndarray
+    input_shape: Tuple[int, int, int]
+    tape_len: int
+    n_outputs: int
+    kind: str
+    full_ops: int
+
+    @property
+    def diagonal_only(self):
+        """Whether only spatial diagonals are ever computed (DESIGN §3)."""
+        return self.full_ops == 0
+
+
+class _Lowering:
+    def __init__(self, kind):
+        self.kind = kind
+        self.ops: List[_Op] = []
+        self.blob_i: List[int] = []
+        self.blob_f: List[float] = []
+        self.tape_len = 0
+        self.n_taps = 0
+
+    # -- emission (forward: shapes) ---------------------------------------
+    def emit(self, layer, shape):
+        shape = tuple(shape)
+        if isinstance(layer, A.Sequential):
+            for sub in layer.layers:
+                shape = self.emit(sub, shape)
+            return shape
+        if isinstance(layer, A.Sum):
+            n = len(layer.branches)
+            outs = []
+            for i, branch in enumerate(layer.branches):
+                last = i == n - 1
+                if not last:
+                    self.ops.append(_Op(OP_PUSH, shape, shape))
+                out = self.emit(branch, shape)
+                outs.append(out)
+                if not last:
+                    self.ops.append(_Op(OP_SWAP, out, shape))
+            for _ in range(n - 1):
+                self.ops.append(_Op(OP_ADD, outs[0], outs[0]))
+            return outs[0]
+        if isinstance(layer, A.Tap):
+            self.ops.append(_Op(OP_PUSH, shape, shape))
+            out = self.emit(layer.readout, shape)
+            self.ops.append(_Op(OP_OUTPUT, out, out, ints={8: self.n_taps}))
+            self.n_taps += 1
+            self.ops.append(_Op(OP_POP, out, shape))
+            return shape
+        if isinstance(layer, A.Dense):
+            return self.emit(layer.as_conv(), shape)
+        if isinstance(layer, A.Conv):
+            out = layer.output_shape(shape)
+            (lo_h, _, circ_h, _), (lo_w, _, circ_w, _) = layer.axis_params(shape)
+            ints = {
+                8: layer.size[0], 9: layer.size[1],
+                10: layer.stride[0], 11: layer.stride[1],
+                12: layer.dilation[0], 13: layer.dilation[1],
+                14: lo_h, 15: lo_w, 16: int(circ_h), 17: int(circ_w),
+                18: int(layer.trainable),
+            }
+            floats = {0: layer.weight_var, 1: layer.bias_var}
+            self.ops.append(_Op(OP_CONV, shape, out, ints, floats))
+            return out
+        if isinstance(layer, A._Nonlinearity):
+            if self.kind == "ntk" and not layer.has_ntk:
+                raise A.ArchitectureError(
+                    f"{layer!r} has no NTK (its derivative is unbounded at rho = 1); "
+                    "use kind='nngp' or ArcCosKernel(order=1)."
+                )
+            if isinstance(layer, A.ArcCosKernel):
+                fn = 3 if layer.order == 0 else 4
+            else:
+                fn = _FN_CODES[type(layer)]
+            ints = {8: fn, 9: self.tape_len, 10: getattr(layer, "degree", 1)}
+            floats = {0: getattr(layer, "sigma", 1.0)}
+            self.tape_len += shape[0] * shape[1]
+            self.ops.append(_Op(OP_NONLIN, shape, shape, ints, floats))
+            return shape
+        if isinstance(layer, A._Pool):
+            mh, mw = layer.axis_matrices(shape)
+            out = (mh.shape[0], mw.shape[0])
+            ints = {}
+            mixing = False
+            for ax, m in enumerate((mh, mw)):
+                ptr, idx, val = [0], [], []
+                for row in m:
+                    nz = np.flatnonzero(row)
+                    idx.extend(int(v) for v in nz)
+                    val.extend(float(row[v]) for v in nz)
+                    ptr.append(len(idx))
+                    mixing |= len(nz) > 1
+                ptr_off = len(self.blob_i)
+                self.blob_i.extend(ptr)
+                self.blob_f.extend([0.0] * len(ptr))
+                idx_off = len(self.blob_i)
+                self.blob_i.extend(idx)
+                self.blob_f.extend(val)
+                ints[8 + 2 * ax] = ptr_off
+                ints[9 + 2 * ax] = idx_off
+            self.ops.append(_Op(OP_POOL, shape, out, ints, mixing=mixing))
+            return out
+        if isinstance(layer, (A.Flatten, A.Trace)):
+            scale = 1.0 / (shape[0] * shape[1]) if isinstance(layer, A.Flatten) else 1.0
+            self.ops.append(_Op(OP_DIAGSUM, shape, (1, 1), floats={0: scale}))
+            return (1, 1)
+        raise A.ArchitectureError(f"unsupported layer {layer!r}")  # pragma: no cover
+
+    # -- demand (backward: which states must be full) ----------------------
+    def backward_demand(self, force_full):
+        """Set op.needs_full_in for every op, walking the stack machine backwards."""
+        # demand flags of the stack slots after the last op: the final 1x1 state
+        stack = [False]
+        for op in reversed(self.ops):
+            c = op.code
+            if c == OP_OUTPUT:
+                out_demand = stack[-1]
+                op.needs_full_in = out_demand
+                continue
+            if c == OP_POP:
+                stack.append(False)  # the popped state was the tap's, used by OUTPUT only
+                op.needs_full_in = False
+                continue
+            if c == OP_PUSH:
+                a = stack.pop()
+                b = stack.pop()
+                stack.append(a or b)
+                op.needs_full_in = stack[-1]
+                continue
+            if c == OP_SWAP:
+                stack[-1], stack[-2] = stack[-2], stack[-1]
+                op.needs_full_in = stack[-1]
+                continue
+            if c == OP_ADD:
+                d = stack[-1]
+                stack.append(d)
+                op.needs_full_in = d
+                continue
+            out_demand = stack.pop()
+            if c == OP_DIAGSUM:
+                need = False
+            elif c == OP_POOL and op.mixing:
+                need = True
+            else:
+                need = out_demand
+            if force_full:
+                need = True
+            if op.in_shape == (1, 1):
+                need = False
+            op.needs_full_in = need
+            stack.append(need)
+        return stack[-1] if stack else False
+
+    # -- final emission with modes ----------------------------------------
+    def finalize(self, input_shape, input_norm, force_full):
+        H, W, C = input_shape
+        start_full = self.backward_demand(force_full)
+        if (H, W) == (1, 1):
+            start_full = False
+        rows = []
+        # mode of each stack slot during the forward walk
+        modes = [int(start_full)]
+        scale = 1.0 / C if input_norm == "mean" else 1.0
+        rows.append(self._row(OP_INPUT, (H, W), (H, W), 0, modes[0], {8: C}, {0: scale}))
+
+        def todiag(shape):
+            rows.append(self._row(OP_TODIAG, shape, shape, 1, 0, {}, {}))
+
+        for op in self.ops:
+            c = op.code
+            cur = modes[-1]
+            want = int(op.needs_full_in)
+            if c == OP_ADD:
+                # both operands must be in the demanded mode
+                if modes[-1] and not want:
+                    todiag(op.in_shape)
+                    modes[-1] = 0
+                if modes[-2] and not want:
+                    rows.append(self._row(OP_SWAP, op.in_shape, op.in_shape,
+                                          modes[-1], 1, {}, {}))
+                    todiag(op.in_shape)
+                    rows.append(self._row(OP_SWAP, op.in_shape, op.in_shape, 0,
+                                          modes[-1], {}, {}))
+                    modes[-2] = 0
+                assert modes[-1] == modes[-2] == want, "planner: inconsistent ADD modes"
+                modes.pop()
+                rows.append(self._row(c, op.in_shape, op.out_shape, want, want, {}, {}))
+                continue
+            if cur and not want:
+                todiag(op.in_shape)
+                modes[-1] = cur = 0
+            assert cur == want, "planner: a diagonal state cannot be made full"
+            if c == OP_PUSH:
+                modes.append(cur)
+                out_mode = cur
+            elif c == OP_SWAP:
+                modes[-1], modes[-2] = modes[-2], modes[-1]
+                out_mode = modes[-1]
+                # in: the old top (branch output); out: the new top (the shared input)
+                rows.append(self._row(c, op.in_shape, op.out_shape, cur, out_mode, {}, {}))
+                continue
+            elif c == OP_POP:
+                modes.pop()
+                out_mode = modes[-1]
+                rows.append(self._row(c, op.in_shape, op.in_shape, cur, cur, {}, {}))
+                continue
+            elif c in (OP_DIAGSUM,):
+                out_mode = 0
+                modes[-1] = 0
+            elif c == OP_OUTPUT:
+                out_mode = cur
+            else:
+                out_mode = 0 if op.out_shape == (1, 1) else cur
+                modes[-1] = out_mode
+            rows.append(self._row(c, op.in_shape, op.out_shape, cur, out_mode, op.ints, op.floats))
+        # the final output
+        # the final output (validate() guarantees a single output position)
+        assert len(modes) == 1 and modes[0] == 0, "planner: unbalanced stack"
+        rows.append(self._row(OP_OUTPUT, (1, 1), (1, 1), 0, 0, {8: self.n_taps}, {}))
+        ops = np.zeros((len(rows), N_INT), dtype=np.int64)
+        fops = np.zeros((len(rows), N_FLOAT), dtype=np.float64)
+        for k, (ir, fr) in enumerate(rows):
+            ops[k] = ir
+            fops[k] = fr
+        full_ops = int(sum(1 for ir, _ in rows if ir[5] == 1 and ir[0] not in (OP_TODIAG,)))
+        return ops, fops, full_ops
+
+    @staticmethod
+    def _row(code, in_shape, out_shape, mode_in, mode_out, ints, floats):
+        ir = np.zeros(N_INT, dtype=np.int64)
+        fr = np.zeros(N_FLOAT, dtype=np.float64)
+        ir[0] = code
+        ir[1], ir[2] = in_shape
+        ir[3], ir[4] = out_shape
+        ir[5], ir[6] = mode_in, mode_out
+        for col, v in ints.items():
+            ir[col] = v
+        for col, v in floats.items():
+            fr[col] = v
+        return ir, fr
+
+
+def make_plan(architecture, input_shape, kind="nngp", spatial="auto"):
+    """Validate ``architecture`` for images of shape (H, W, C) and compile it.
+
+    Parameters
+    ----------
+    architecture : Layer
+    input_shape : tuple (H, W, C)
+    kind : {"nngp", "ntk"}
+    spatial : {"auto", "full"}
+        "auto" keeps only spatial diagonals where that is exact; "full" forces
+        the full tensors everywhere (slower; for checking).
+
+    Returns
+    -------
+    Plan
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be 'nngp' or 'ntk', got {kind!r}.")
+    if spatial not in SPATIAL_MODES:
+        raise ValueError(f"spatial must be 'auto' or 'full', got {spatial!r}.")
+    if len(input_shape) != 3:
+        raise ValueError(f"input_shape must be (H, W, C), got {input_shape!r}.")
+    H, W, C = (int(v) for v in input_shape)
+    A.validate(architecture, (H, W))
+    low = _Lowering(kind)
+    low.emit(architecture, (H, W))
+    input_norm = architecture.input_norm if isinstance(architecture, A.Sequential) else "mean"
+    ops, fops, full_ops = low.finalize((H, W, C), input_norm, spatial == "full")
+    blob_i = np.asarray(low.blob_i + [0], dtype=np.int64)
+    blob_f = np.asarray(low.blob_f + [0.0], dtype=np.float64)
+    return Plan(
+        ops=ops,
+        fops=fops,
+        blob_i=blob_i,
+        blob_f=blob_f,
+        input_shape=(H, W, C),
+        tape_len=max(low.tape_len, 1),
+        n_outputs=low.n_taps + 1,
+        kind=kind,
+        full_ops=full_ops,
+    )

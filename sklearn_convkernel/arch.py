@@ -1,0 +1,891 @@
+"""Architecture specification: immutable layers describing a convolutional kernel.
+
+An architecture is a tree of small immutable layer objects, composed with
+:class:`Sequential`, :class:`Sum` (independent branches whose kernels add up,
+e.g. residual blocks) and :class:`Tap` (an extra read-out at an intermediate
+depth, so that several depths are computed in one pass).
+
+Every layer maps the pair of covariance tensors carried through an infinitely
+wide network -- the NNGP covariance ``K[p, q]`` and, when ``kind="ntk"``, the
+neural tangent kernel ``Theta[p, q]`` over pairs of spatial positions -- to the
+tensors of the next stage (see ``docs/`` and the module ``_reference`` for the
+math).  The conventions:
+
+* input: ``K0[p, q] = s * sum_c x_c(p) y_c(q)`` with ``s = 1/C``
+  (``input_norm="mean"``, neural-tangents, cnn_gp) or ``s = 1`` (``"sum"``,
+  ckn_kernel, Arora et al.);
+* :class:`Conv`: ``K' = weight_var * mean_{window}(K) + bias_var`` where the
+  window offset is the same on both sides; ``Theta' = weight_var *
+  mean_{window}(Theta) + K'`` (without ``+ K'`` if ``trainable=False``);
+* nonlinearities act entrywise using the self-variances ``K(x,x)[p,p]`` and
+  ``K(y,y)[q,q]``;
+* pools are linear maps applied on both sides independently;
+* readouts reduce the map to a single position (1x1).
+
+Shapes are checked by :meth:`Sequential.output_shape` /
+:func:`sklearn_convkernel._plan.make_plan` before any computation, with errors
+that name the offending layer and say how to fix it.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass, field
+from typing import Tuple, Union
+
+__all__ = [
+    "ArchitectureError",
+    "Layer",
+    "Sequential",
+    "Sum",
+    "Tap",
+    "Identity",
+    "Conv",
+    "Dense",
+    "ReLU",
+    "Erf",
+    "ExpKernel",
+    "ArcCosKernel",
+    "PolyKernel",
+    "LinearKernel",
+    "AvgPool",
+    "GaussianPool",
+    "BoxPool",
+    "StridedPool",
+    "GlobalAvgPool",
+    "Flatten",
+    "Trace",
+]
+
+
+class ArchitectureError(ValueError):
+    """Raised when an architecture is malformed or does not fit the input shape."""
+
+
+# ---------------------------------------------------------------------------
+# parameter helpers
+# ---------------------------------------------------------------------------
+
+
+def _pair(value, name, owner, minimum=1):
+    """Normalise an int or an (h, w) pair of ints to a tuple of two ints."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = (int(value), int(value))
+    elif (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value)
+    ):
+        value = (int(value[0]), int(value[1]))
+    else:
+        raise ArchitectureError(
+            f"{owner}: {name} must be an int or a pair (h, w) of ints, got {value!r}."
+        )
+    if min(value) < minimum:
+        raise ArchitectureError(f"{owner}: {name} must be >= {minimum}, got {value!r}.")
+    return value
+
+
+def _nonneg_float(value, name, owner, positive=False):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ArchitectureError(f"{owner}: {name} must be a real number, got {value!r}.")
+    value = float(value)
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        kind = "> 0" if positive else ">= 0"
+        raise ArchitectureError(f"{owner}: {name} must be finite and {kind}, got {value!r}.")
+    return value
+
+
+_PADDING_NAMES = ("same", "valid", "circular")
+
+
+def _padding(value, owner):
+    """Normalise a padding spec.
+
+    Returns either one of the strings "same", "valid", "circular" or explicit
+    pads ((top, bottom), (left, right)).
+    """
+    if isinstance(value, str):
+        low = value.lower()
+        if low not in _PADDING_NAMES:
+            raise ArchitectureError(
+                f"{owner}: padding must be 'same', 'valid', 'circular', an int or "
+                f"((top, bottom), (left, right)); got {value!r}."
+            )
+        return low
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        if value < 0:
+            raise ArchitectureError(f"{owner}: padding must be >= 0, got {value!r}.")
+        v = int(value)
+        return ((v, v), (v, v))
+    try:
+        (t, b), (l, r) = value
+        pads = tuple(
+            tuple(int(v) for v in pair) for pair in ((t, b), (l, r))
+        )
+        ok = all(
+            isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 0
+            for v in (t, b, l, r)
+        )
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ArchitectureError(
+            f"{owner}: padding must be 'same', 'valid', 'circular', a non-negative int "
+            f"or ((top, bottom), (left, right)) of non-negative ints; got {value!r}."
+        )
+    return pads
+
+
+def resolve_padding(padding, n, k, s, d):
+    """Resolve a padding spec along one axis.
+
+    Parameters
+    ----------
+    padding : str or (lo, hi)
+        "same", "valid", "circular" or explicit pads for this axis.
+    n, k, s, d : int
+        Input length, window size, stride and dilation.
+
+    Returns
+    -------
+    lo, hi : int
+        Pads before and after.
+    circular : bool
+        Whether padding wraps around.
+    out : int
+        Output length (may be <= 0 when the window does not fit).
+
+    Notes
+    -----
+    "same" follows TensorFlow / neural-tangents: ``out = ceil(n / s)``, the
+    total padding is ``max((out - 1) s + d (k - 1) + 1 - n, 0)``, with
+    ``floor(total / 2)`` before and the rest after.  "circular" uses the same
+    amounts, wrapping around.
+    """
+    ext = d * (k - 1) + 1
+    if padding in ("same", "circular"):
+        out = -(-n // s)
+        total = max((out - 1) * s + ext - n, 0)
+        lo = total // 2
+        hi = total - lo
+        return lo, hi, padding == "circular", out
+    if padding == "valid":
+        lo = hi = 0
+    else:
+        lo, hi = padding
+    out = (n + lo + hi - ext) // s + 1
+    return lo, hi, False, out
+
+
+# ---------------------------------------------------------------------------
+# base classes
+# ---------------------------------------------------------------------------
+
+
+class Layer:
+    """Base class of every architecture element.
+
+    Layers are immutable; compose them with :class:`Sequential`.
+    """
+
+    #: whether the layer may only follow a layer with trainable weights
+    #: (i.e. its input must be a Gaussian pre-activation)
+    _is_nonlinearity = False
+
+    def output_shape(self, shape):
+        """Spatial shape (H, W) after this layer, for an input of spatial shape ``shape``.
+
+        Raises :class:`ArchitectureError` naming the layer when it does not fit.
+        """
+        raise NotImplementedError
+
+    def __rshift__(self, other):
+        return Sequential(self, other)
+
+
+def _name(layer):
+    return repr(layer)
+
+
+# ---------------------------------------------------------------------------
+# linear layers
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Conv(Layer):
+    """2-D convolution with infinitely many channels.
+
+    ``K'[a, a'] = weight_var * mean_{delta in window} K~[s a + d delta - pad,
+    s a' + d delta - pad] + bias_var`` with the *same* offset ``delta`` on both
+    sides (weight sharing), ``K~`` the zero- (or circularly) padded tensor, and
+    the mean taken over the ``kh * kw`` window taps (border taps that fall in the
+    zero padding count as zeros).  The NTK gets ``Theta' = weight_var *
+    mean(Theta) + K'`` (no ``+ K'`` when ``trainable=False``).
+
+    Parameters
+    ----------
+    size : int or (int, int)
+        Window size (kh, kw).
+    stride : int or (int, int), default=1
+    dilation : int or (int, int), default=1
+    padding : {"same", "valid", "circular"}, int or ((top, bottom), (left, right)), default="same"
+        "same" follows TensorFlow / neural-tangents (the extra pad of an even
+        window goes after, i.e. down/right).
+    weight_var : float, default=1.0
+        Weight variance (``W_std ** 2`` in neural-tangents).  The window is
+        averaged, so a window *sum* (ckn_kernel, Arora et al.) is
+        ``weight_var = kh * kw``.
+    bias_var : float, default=0.0
+        Bias variance (``b_std ** 2``).
+    trainable : bool, default=True
+        Whether the layer's parameters are trained (contributes ``+ K'`` to the NTK).
+    """
+
+    size: Union[int, Tuple[int, int]] = 3
+    stride: Union[int, Tuple[int, int]] = 1
+    dilation: Union[int, Tuple[int, int]] = 1
+    padding: object = "same"
+    weight_var: float = 1.0
+    bias_var: float = 0.0
+    trainable: bool = True
+
+    def __post_init__(self):
+        owner = f"Conv(size={self.size!r})"
+        object.__setattr__(self, "size", _pair(self.size, "size", owner))
+        object.__setattr__(self, "stride", _pair(self.stride, "stride", owner))
+        object.__setattr__(self, "dilation", _pair(self.dilation, "dilation", owner))
+        object.__setattr__(self, "padding", _padding(self.padding, owner))
+        object.__setattr__(self, "weight_var", _nonneg_float(self.weight_var, "weight_var", owner))
+        object.__setattr__(self, "bias_var", _nonneg_float(self.bias_var, "bias_var", owner))
+        if not isinstance(self.trainable, (bool, int)):
+            raise ArchitectureError(f"{owner}: trainable must be a bool, got {self.trainable!r}.")
+        object.__setattr__(self, "trainable", bool(self.trainable))
+
+    def axis_params(self, shape):
+        """Per-axis (lo, hi, circular, out) for an input of spatial shape ``shape``."""
+        res = []
+        for ax in range(2):
+            pad = self.padding
+            if isinstance(pad, tuple):
+                pad = pad[ax]
+            res.append(
+                resolve_padding(pad, shape[ax], self.size[ax], self.stride[ax], self.dilation[ax])
+            )
+        return res
+
+    def output_shape(self, shape):
+        out = []
+        for ax, (lo, hi, circ, n_out) in enumerate(self.axis_params(shape)):
+            if n_out < 1:
+                ext = self.dilation[ax] * (self.size[ax] - 1) + 1
+                raise ArchitectureError(
+                    f"{_name(self)}: its window spans {ext} pixels along "
+                    f"{'height' if ax == 0 else 'width'} but the (padded) input is only "
+                    f"{shape[ax] + lo + hi}; use a smaller size/dilation, padding='same', "
+                    "or remove a preceding pool."
+                )
+            out.append(n_out)
+        return tuple(out)
+
+
+@dataclass(frozen=True)
+class Dense(Layer):
+    """Fully connected layer: a 1x1 convolution on maps, a plain dense layer on readouts.
+
+    ``K' = weight_var * K + bias_var``, ``Theta' = weight_var * Theta + K'``
+    (without ``+ K'`` when ``trainable=False``).
+    """
+
+    weight_var: float = 1.0
+    bias_var: float = 0.0
+    trainable: bool = True
+
+    def __post_init__(self):
+        owner = "Dense"
+        object.__setattr__(self, "weight_var", _nonneg_float(self.weight_var, "weight_var", owner))
+        object.__setattr__(self, "bias_var", _nonneg_float(self.bias_var, "bias_var", owner))
+        if not isinstance(self.trainable, (bool, int)):
+            raise ArchitectureError(f"{owner}: trainable must be a bool, got {self.trainable!r}.")
+        object.__setattr__(self, "trainable", bool(self.trainable))
+
+    def as_conv(self):
+        """The equivalent 1x1 :class:`Conv`."""
+        return Conv(1, padding="valid", weight_var=self.weight_var,
+                    bias_var=self.bias_var, trainable=self.trainable)
+
+    def output_shape(self, shape):
+        return tuple(shape)
+
+
+# ---------------------------------------------------------------------------
+# nonlinearities
+# ---------------------------------------------------------------------------
+
+
+class _Nonlinearity(Layer):
+    _is_nonlinearity = True
+    #: whether the NTK rule exists (derivative bounded at rho = 1)
+    has_ntk = True
+
+    def output_shape(self, shape):
+        return tuple(shape)
+
+
+@dataclass(frozen=True)
+class ReLU(_Nonlinearity):
+    """Rectified linear unit: ``K' = E[relu(u) relu(v)]`` for Gaussian (u, v).
+
+    ``K' = sqrt(Vx Vy) (sin t + (pi - t) cos t) / (2 pi)`` with
+    ``t = arccos(K / sqrt(Vx Vy))`` and ``Theta' = Theta (pi - t) / (2 pi)``.
+    No factor 2: use ``Conv(weight_var=2)`` for the He scaling.
+    """
+
+
+@dataclass(frozen=True)
+class Erf(_Nonlinearity):
+    """Error function nonlinearity (neural-tangents' ``Erf()`` with a=1, b=1, c=0).
+
+    ``K' = (2/pi) arcsin(2 K / sqrt((1 + 2 Vx)(1 + 2 Vy)))``.
+    """
+
+
+@dataclass(frozen=True)
+class ExpKernel(_Nonlinearity):
+    """Homogeneous exponential dot-product kernel of the CKN family.
+
+    ``K' = sqrt(Vx Vy) kappa(rho)`` with ``rho = K / sqrt(Vx Vy)`` and
+    ``kappa(rho) = exp((rho - 1) / sigma**2)``; ``Theta' = Theta kappa'(rho)``.
+    """
+
+    sigma: float = 0.6
+
+    def __post_init__(self):
+        object.__setattr__(self, "sigma", _nonneg_float(self.sigma, "sigma", "ExpKernel", positive=True))
+
+
+@dataclass(frozen=True)
+class ArcCosKernel(_Nonlinearity):
+    """Arc-cosine kernel of order 0 or 1, normalised so that ``kappa(1) = 1``.
+
+    ``kappa_1(rho) = (sqrt(1 - rho**2) + rho (pi - arccos rho)) / pi`` (twice
+    the ReLU expectation), ``kappa_0(rho) = (pi - arccos rho) / pi``.
+    Order 0 has no NTK (its derivative is unbounded at ``rho = 1``).
+    """
+
+    order: int = 1
+
+    def __post_init__(self):
+        if self.order not in (0, 1) or isinstance(self.order, bool):
+            raise ArchitectureError(f"ArcCosKernel: order must be 0 or 1, got {self.order!r}.")
+        object.__setattr__(self, "order", int(self.order))
+
+    @property
+    def has_ntk(self):
+        return self.order == 1
+
+
+@dataclass(frozen=True)
+class PolyKernel(_Nonlinearity):
+    """Homogeneous polynomial dot-product kernel ``kappa(rho) = rho ** degree``."""
+
+    degree: int = 2
+
+    def __post_init__(self):
+        if (not isinstance(self.degree, numbers.Integral) or isinstance(self.degree, bool)
+                or self.degree < 1):
+            raise ArchitectureError(
+                f"PolyKernel: degree must be an int >= 1, got {self.degree!r}."
+            )
+        object.__setattr__(self, "degree", int(self.degree))
+
+
+@dataclass(frozen=True)
+class LinearKernel(_Nonlinearity):
+    """Homogeneous linear kernel ``kappa(rho) = rho`` (the identity map on K)."""
+
+
+# ---------------------------------------------------------------------------
+# pools and readouts (parameter-free linear maps on positions)
+# ---------------------------------------------------------------------------
+
+
+class _Pool(Layer):
+    """A linear map on positions applied on both sides: ``K' = P K P^T``."""
+
+    def axis_matrices(self, shape):
+        """Dense 1-D pooling matrices (rows x input length) for height and width."""
+        raise NotImplementedError
+
+    def output_shape(self, shape):
+        mats = self.axis_matrices(shape)
+        return (mats[0].shape[0], mats[1].shape[0])
+
+
+def _conv_like_matrix(n, k, s, padding, owner, axis):
+    import numpy as np
+
+    lo, hi, circ, out = resolve_padding(padding, n, k, s, 1)
+    if out < 1:
+        raise ArchitectureError(
+            f"{owner}: window {k} does not fit the {'height' if axis == 0 else 'width'} "
+            f"{n} (+ padding {lo + hi}); use a smaller window or padding='same'."
+        )
+    m = np.zeros((out, n))
+    for a in range(out):
+        for t in range(k):
+            i = s * a + t - lo
+            if circ:
+                m[a, i % n] += 1.0 / k
+            elif 0 <= i < n:
+                m[a, i] += 1.0 / k
+    return m
+
+
+@dataclass(frozen=True)
+class AvgPool(_Pool):
+    """Average pooling with neural-tangents' conventions.
+
+    Parameters
+    ----------
+    window : int or (int, int)
+    stride : int or (int, int), default=1
+        neural-tangents' default (``strides=None``) is 1.  PyTorch's
+        ``AvgPool2d`` defaults to ``stride = window``: pass it explicitly.
+    padding : {"valid", "same", "circular"}, int or ((t, b), (l, r)), default="valid"
+        Taps in the zero padding count as zeros: edges are divided by the full
+        window (neural-tangents' ``normalize_edges=False``).
+    """
+
+    window: Union[int, Tuple[int, int]] = 2
+    stride: Union[int, Tuple[int, int]] = 1
+    padding: object = "valid"
+
+    def __post_init__(self):
+        owner = f"AvgPool(window={self.window!r})"
+        object.__setattr__(self, "window", _pair(self.window, "window", owner))
+        object.__setattr__(self, "stride", _pair(self.stride, "stride", owner))
+        object.__setattr__(self, "padding", _padding(self.padding, owner))
+
+    def axis_matrices(self, shape):
+        mats = []
+        for ax in range(2):
+            pad = self.padding if isinstance(self.padding, str) else self.padding[ax]
+            mats.append(_conv_like_matrix(shape[ax], self.window[ax], self.stride[ax], pad,
+                                          _name(self), ax))
+        return mats
+
+
+
+@dataclass(frozen=True)
+class GaussianPool(_Pool):
+    """ckn_kernel's Gaussian pooling with subsampling ``d`` and pool factor ``p``.
+
+    Along each axis (input length n): taps ``f_k`` proportional to
+    ``exp(-k**2 / p**2)`` for ``k = -p..p``, summing to 1; output length
+    ``n // d - 1``; ``out(i) = sum_k f_k in(d i + p + k)``, truncated at the
+    borders and not renormalised.  ``poolfactor=None`` means ``p = d``.
+    """
+
+    subsampling: int = 2
+    poolfactor: object = None
+
+    def __post_init__(self):
+        owner = f"GaussianPool(subsampling={self.subsampling!r})"
+        _pair(self.subsampling, "subsampling", owner)
+        if not isinstance(self.subsampling, numbers.Integral):
+            raise ArchitectureError(f"{owner}: subsampling must be an int.")
+        if self.poolfactor is not None:
+            _pair(self.poolfactor, "poolfactor", owner)
+            if not isinstance(self.poolfactor, numbers.Integral):
+                raise ArchitectureError(f"{owner}: poolfactor must be an int or None.")
+
+    def axis_matrices(self, shape):
+        import numpy as np
+
+        d = int(self.subsampling)
+        p = d if self.poolfactor is None else int(self.poolfactor)
+        ks = np.arange(-p, p + 1)
+        f = np.exp(-(ks.astype(float) ** 2) / float(p * p))
+        f /= f.sum()
+        mats = []
+        for ax in range(2):
+            n = shape[ax]
+            out = n // d - 1
+            if out < 1:
+                raise ArchitectureError(
+                    f"{_name(self)}: an input of length {n} along "
+                    f"{'height' if ax == 0 else 'width'} pools to {out} positions; "
+                    f"use a smaller subsampling (needs n >= {2 * d})."
+                )
+            m = np.zeros((out, n))
+            for i in range(out):
+                for k, fk in zip(ks, f):
+                    j = d * i + p + int(k)
+                    if 0 <= j < n:
+                        m[i, j] += fk
+            mats.append(m)
+        return mats
+
+
+
+@dataclass(frozen=True)
+class BoxPool(_Pool):
+    """ckn_kernel's "average" pooling with subsampling ``d`` and pool factor ``p``.
+
+    Along each axis: ``out(i) = (1/p) sum_{k=0}^{p-1} in(d i + k)``, output
+    length ``n // d``, truncated at the border (not renormalised).
+    ``poolfactor=None`` means ``p = d``.
+    """
+
+    subsampling: int = 2
+    poolfactor: object = None
+
+    def __post_init__(self):
+        owner = f"BoxPool(subsampling={self.subsampling!r})"
+        if not isinstance(self.subsampling, numbers.Integral) or self.subsampling < 1:
+            raise ArchitectureError(f"{owner}: subsampling must be an int >= 1.")
+        if self.poolfactor is not None and (
+            not isinstance(self.poolfactor, numbers.Integral) or self.poolfactor < 1
+        ):
+            raise ArchitectureError(f"{owner}: poolfactor must be an int >= 1 or None.")
+
+    def axis_matrices(self, shape):
+        import numpy as np
+
+        d = int(self.subsampling)
+        p = d if self.poolfactor is None else int(self.poolfactor)
+        mats = []
+        for ax in range(2):
+            n = shape[ax]
+            out = n // d
+            if out < 1:
+                raise ArchitectureError(
+                    f"{_name(self)}: an input of length {n} along "
+                    f"{'height' if ax == 0 else 'width'} pools to nothing; use a smaller "
+                    "subsampling."
+                )
+            m = np.zeros((out, n))
+            for i in range(out):
+                for k in range(p):
+                    j = d * i + k
+                    if j < n:
+                        m[i, j] += 1.0 / p
+            mats.append(m)
+        return mats
+
+
+
+@dataclass(frozen=True)
+class StridedPool(_Pool):
+    """ckn_kernel's strided pooling: ``out(i) = in(d (i + 1))``, length ``n // d - 1``."""
+
+    subsampling: int = 2
+
+    def __post_init__(self):
+        if not isinstance(self.subsampling, numbers.Integral) or self.subsampling < 1:
+            raise ArchitectureError(
+                f"StridedPool: subsampling must be an int >= 1, got {self.subsampling!r}."
+            )
+
+    def axis_matrices(self, shape):
+        import numpy as np
+
+        d = int(self.subsampling)
+        mats = []
+        for ax in range(2):
+            n = shape[ax]
+            out = n // d - 1
+            if out < 1:
+                raise ArchitectureError(
+                    f"{_name(self)}: an input of length {n} along "
+                    f"{'height' if ax == 0 else 'width'} pools to {out} positions; "
+                    f"needs n >= {2 * d}."
+                )
+            m = np.zeros((out, n))
+            for i in range(out):
+                m[i, d * (i + 1)] = 1.0
+            mats.append(m)
+        return mats
+
+
+
+@dataclass(frozen=True)
+class GlobalAvgPool(_Pool):
+    """Mean over all position pairs: ``K' = mean_{p, q} K[p, q]`` (a 1x1 map)."""
+
+    def axis_matrices(self, shape):
+        import numpy as np
+
+        return [np.full((1, shape[0]), 1.0 / shape[0]), np.full((1, shape[1]), 1.0 / shape[1])]
+
+    def output_shape(self, shape):
+        return (1, 1)
+
+
+@dataclass(frozen=True)
+class Flatten(Layer):
+    """Flatten readout: mean of the spatial diagonal, ``K' = mean_p K[p, p]`` (1x1 map).
+
+    Followed by :class:`Dense` it is neural-tangents' ``Flatten(), Dense()``.
+    """
+
+    def output_shape(self, shape):
+        return (1, 1)
+
+
+@dataclass(frozen=True)
+class Trace(Layer):
+    """Trace readout: ``K' = sum_p K[p, p]`` (ckn_kernel, Arora et al.'s vanilla CNTK)."""
+
+    def output_shape(self, shape):
+        return (1, 1)
+
+
+_DIAG_READOUTS = (Flatten, Trace)
+_POOLS = (AvgPool, GaussianPool, BoxPool, StridedPool, GlobalAvgPool)
+
+
+# ---------------------------------------------------------------------------
+# combinators
+# ---------------------------------------------------------------------------
+
+
+def _check_layer(obj, where):
+    if not isinstance(obj, Layer):
+        hint = ""
+        if isinstance(obj, type) and issubclass(obj, Layer):
+            hint = f" (did you mean {obj.__name__}()?)"
+        raise ArchitectureError(f"{where}: expected a layer, got {obj!r}{hint}.")
+    return obj
+
+
+class Sequential(Layer):
+    """Layers applied one after the other.
+
+    Parameters
+    ----------
+    *layers : Layer
+        The layers, in order.  Nested :class:`Sequential` are allowed.
+    input_norm : {"mean", "sum"}, default="mean"
+        Channel normalisation of the input kernel, ``K0 = s * sum_c x_c y_c``
+        with ``s = 1/C`` ("mean": neural-tangents, cnn_gp) or ``s = 1``
+        ("sum": ckn_kernel, Arora et al.).  Only the outermost architecture's
+        setting is used; nested ones must keep the default.
+
+    Examples
+    --------
+    >>> from sklearn_convkernel.arch import Sequential, Conv, ReLU, GlobalAvgPool, Dense
+    >>> arch = Sequential(Conv(3, weight_var=2.0), ReLU(), GlobalAvgPool(), Dense())
+    >>> arch.output_shape((28, 28))
+    (1, 1)
+    """
+
+    __slots__ = ("layers", "input_norm")
+
+    def __init__(self, *layers, input_norm="mean"):
+        for i, layer in enumerate(layers):
+            _check_layer(layer, f"Sequential layer {i}")
+        if input_norm not in ("mean", "sum"):
+            raise ArchitectureError(
+                f"Sequential: input_norm must be 'mean' or 'sum', got {input_norm!r}."
+            )
+        object.__setattr__(self, "layers", tuple(layers))
+        object.__setattr__(self, "input_norm", input_norm)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("architectures are immutable")
+
+    def __eq__(self, other):
+        return (
+            isinstance(other, Sequential)
+            and self.layers == other.layers
+            and self.input_norm == other.input_norm
+        )
+
+    def __hash__(self):
+        return hash(("Sequential", self.layers, self.input_norm))
+
+    def __repr__(self):
+        inner = ", ".join(repr(layer) for layer in self.layers)
+        norm = "" if self.input_norm == "mean" else f", input_norm={self.input_norm!r}"
+        return f"Sequential({inner}{norm})"
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def __getitem__(self, idx):
+        return self.layers[idx]
+
+    def __add__(self, other):
+        if not isinstance(other, Sequential):
+            return NotImplemented
+        return Sequential(*self.layers, *other.layers, input_norm=self.input_norm)
+
+    def output_shape(self, shape):
+        shape = tuple(shape)
+        for layer in self.layers:
+            shape = layer.output_shape(shape)
+        return shape
+
+
+Identity = Sequential
+"""The identity map (``Sequential()`` with no layer), e.g. a residual shortcut."""
+
+
+class Sum(Layer):
+    """Independent branches applied to the same input; their kernels add up.
+
+    ``Sum(Identity(), Sequential(Conv(3), ReLU(), Conv(3)))`` is a residual
+    block.  All branches must produce the same spatial shape.  (cnn_gp's
+    ``Sum``; neural-tangents' ``FanOut(n) >> parallel(...) >> FanInSum()``.)
+    """
+
+    __slots__ = ("branches",)
+
+    def __init__(self, *branches):
+        if len(branches) < 1:
+            raise ArchitectureError("Sum: needs at least one branch.")
+        for i, b in enumerate(branches):
+            _check_layer(b, f"Sum branch {i}")
+        object.__setattr__(self, "branches", tuple(branches))
+
+    def __setattr__(self, name, value):
+        raise AttributeError("architectures are immutable")
+
+    def __eq__(self, other):
+        return isinstance(other, Sum) and self.branches == other.branches
+
+    def __hash__(self):
+        return hash(("Sum", self.branches))
+
+    def __repr__(self):
+        return "Sum(" + ", ".join(repr(b) for b in self.branches) + ")"
+
+    def output_shape(self, shape):
+        shapes = [b.output_shape(shape) for b in self.branches]
+        if len(set(shapes)) != 1:
+            raise ArchitectureError(
+                f"Sum: branches produce different spatial shapes {shapes} from input "
+                f"{tuple(shape)}; make the branches agree (e.g. a strided 1x1 Conv "
+                "projection on the shortcut)."
+            )
+        return shapes[0]
+
+
+class Tap(Layer):
+    """An extra read-out at this depth; the network continues unchanged.
+
+    ``Tap(GlobalAvgPool(), Dense())`` placed after each block reads the kernel
+    out at every depth in a single pass.  The outputs are ordered as the taps
+    appear (depth-first), the network's final output last.
+    """
+
+    __slots__ = ("readout",)
+
+    def __init__(self, *layers):
+        object.__setattr__(self, "readout", Sequential(*layers))
+
+    def __setattr__(self, name, value):
+        raise AttributeError("architectures are immutable")
+
+    def __eq__(self, other):
+        return isinstance(other, Tap) and self.readout == other.readout
+
+    def __hash__(self):
+        return hash(("Tap", self.readout))
+
+    def __repr__(self):
+        return "Tap(" + ", ".join(repr(layer) for layer in self.readout.layers) + ")"
+
+    def output_shape(self, shape):
+        out = self.readout.output_shape(shape)
+        if tuple(out) != (1, 1):
+            raise ArchitectureError(
+                f"{self!r}: a tap must read out to a single position, got shape {out}; "
+                "end it with GlobalAvgPool(), Flatten() or Trace()."
+            )
+        return tuple(shape)
+
+
+def _nonlinearity_inputs_ok(layers, gaussian):
+    """Check that each nonlinearity follows a layer with trainable-or-fixed weights.
+
+    ``gaussian`` tells whether the incoming tensor is a Gaussian pre-activation.
+    Returns whether the output is Gaussian.
+    """
+    for layer in layers:
+        gaussian = _gaussian_after(layer, gaussian)
+    return gaussian
+
+
+def _gaussian_after(layer, gaussian):
+    if isinstance(layer, Sequential):
+        return _nonlinearity_inputs_ok(layer.layers, gaussian)
+    if isinstance(layer, Sum):
+        outs = [_gaussian_after(b, gaussian) for b in layer.branches]
+        # A sum of independent Gaussian branches is Gaussian; a sum involving a
+        # post-nonlinearity branch is not a valid nonlinearity input.
+        return all(outs)
+    if isinstance(layer, Tap):
+        _gaussian_after(layer.readout, gaussian)
+        return gaussian
+    if isinstance(layer, (Conv, Dense)):
+        return True
+    if isinstance(layer, _Nonlinearity):
+        if not gaussian:
+            raise ArchitectureError(
+                f"{layer!r} is applied to a tensor that is not a Gaussian "
+                "pre-activation (raw inputs, or the output of another nonlinearity); "
+                "put a Conv or Dense layer before it."
+            )
+        return False
+    # pools and readouts are linear: they keep Gaussianity
+    return gaussian
+
+
+def validate(architecture, input_shape):
+    """Validate ``architecture`` for images of shape (H, W) or (H, W, C).
+
+    Returns the output spatial shape.  Raises :class:`ArchitectureError` with a
+    message naming the offending layer and the fix.
+    """
+    if not isinstance(architecture, Layer):
+        raise ArchitectureError(
+            f"architecture must be a layer such as Sequential(...), got {architecture!r}."
+        )
+    _check_nested_input_norm(architecture, top=True)
+    shape = tuple(int(v) for v in input_shape[:2])
+    if len(shape) != 2 or min(shape) < 1:
+        raise ArchitectureError(f"input spatial shape must be (H, W) >= 1, got {input_shape!r}.")
+    _gaussian_after(architecture, False)
+    out = architecture.output_shape(shape)
+    if tuple(out) != (1, 1):
+        raise ArchitectureError(
+            f"the architecture maps {shape} images to a {out} map; a kernel needs a "
+            "single output position: end it with a readout such as GlobalAvgPool(), "
+            "Flatten() or Trace() (optionally followed by Dense()), or a Conv whose "
+            "window covers the whole map with padding='valid'."
+        )
+    return out
+
+
+def _check_nested_input_norm(layer, top):
+    if isinstance(layer, Sequential):
+        if not top and layer.input_norm != "mean":
+            raise ArchitectureError(
+                "input_norm applies only to the outermost Sequential; remove it from "
+                f"the nested {layer!r}."
+            )
+        for sub in layer.layers:
+            _check_nested_input_norm(sub, False)
+    elif isinstance(layer, Sum):
+        for b in layer.branches:
+            _check_nested_input_norm(b, False)
+    elif isinstance(layer, Tap):
+        _check_nested_input_norm(layer.readout, False)
