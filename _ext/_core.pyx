@@ -1,0 +1,175 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Thin binding of the C++ kernel core.
+
+Python (``sklearn_convkernel._plan`` and ``_gram``) owns validation and the
+dtype / contiguity contract; this module only unpacks typed memoryviews, runs
+the core with the GIL released and turns status codes into exceptions.
+"""
+
+from libc.stdint cimport int64_t, int32_t
+
+import numpy as np
+
+cdef extern from "convkernel/core.hpp" namespace "convkernel":
+    ctypedef struct Program:
+        const int64_t* ops
+        const double* fops
+        int64_t n_ops
+        const int64_t* blob_i
+        int64_t n_blob_i
+        const double* blob_f
+        int64_t n_blob_f
+        int64_t height
+        int64_t width
+        int64_t channels
+        int64_t tape_len
+        int64_t n_outputs
+        int32_t ntk
+
+    int ck_check_program(const Program* prog, char* msg, int msg_len) nogil
+    int ck_self_pass_f64(const Program* prog, const double* X, int64_t n,
+                         double* tapes, double* self_out, char* msg, int msg_len) nogil
+    int ck_self_pass_f32(const Program* prog, const float* X, int64_t n,
+                         float* tapes, float* self_out, char* msg, int msg_len) nogil
+    int ck_pair_tile_f64(const Program* prog,
+                         const double* X, const double* tapes_x, int64_t nx, int64_t x0,
+                         const double* Y, const double* tapes_y, int64_t ny, int64_t y0,
+                         int upper_only, double* out,
+                         int64_t s_out, int64_t s_row, int64_t s_col,
+                         char* msg, int msg_len) nogil
+    int ck_pair_tile_f32(const Program* prog,
+                         const float* X, const float* tapes_x, int64_t nx, int64_t x0,
+                         const float* Y, const float* tapes_y, int64_t ny, int64_t y0,
+                         int upper_only, float* out,
+                         int64_t s_out, int64_t s_row, int64_t s_col,
+                         char* msg, int msg_len) nogil
+
+ctypedef fused real:
+    float
+    double
+
+cdef enum:
+    MSG_LEN = 512
+
+STATUS_NAMES = {
+    1: "invalid program (a planner bug; please report it)",
+    2: "invalid argument",
+    3: "non-finite kernel value",
+    4: "out of memory",
+}
+
+
+cdef object _raise(int status, char* msg):
+    text = msg.decode("utf-8", "replace")
+    if status == 4:
+        raise MemoryError(f"sklearn_convkernel core: {text}")
+    if status == 1:
+        raise RuntimeError(f"sklearn_convkernel core: {STATUS_NAMES[1]}: {text}")
+    raise ValueError(f"sklearn_convkernel core: {STATUS_NAMES.get(status, 'error')}: {text}")
+
+
+cdef class CompiledProgram:
+    """A checked program: keeps the op tables alive and exposes the passes."""
+
+    cdef Program prog
+    cdef object _args
+    cdef readonly int64_t tape_len, n_outputs, image_size
+    cdef readonly bint ntk
+
+    def __cinit__(self, const int64_t[:, ::1] ops, const double[:, ::1] fops,
+                  const int64_t[::1] blob_i, const double[::1] blob_f,
+                  int64_t height, int64_t width, int64_t channels,
+                  int64_t tape_len, int64_t n_outputs, bint ntk):
+        cdef char msg[MSG_LEN]
+        cdef int status
+        if ops.shape[1] != 20 or fops.shape[1] != 4 or ops.shape[0] != fops.shape[0]:
+            raise ValueError("op tables must be (n_ops, 20) int64 and (n_ops, 4) float64")
+        # keep the buffers alive (the Program points into them) and picklable
+        self._args = (np.asarray(ops), np.asarray(fops), np.asarray(blob_i),
+                      np.asarray(blob_f), height, width, channels, tape_len,
+                      n_outputs, bool(ntk))
+        self.prog.ops = &ops[0, 0]
+        self.prog.fops = &fops[0, 0]
+        self.prog.n_ops = ops.shape[0]
+        self.prog.blob_i = &blob_i[0]
+        self.prog.n_blob_i = blob_i.shape[0]
+        self.prog.blob_f = &blob_f[0]
+        self.prog.n_blob_f = blob_f.shape[0]
+        self.prog.height = height
+        self.prog.width = width
+        self.prog.channels = channels
+        self.prog.tape_len = tape_len
+        self.prog.n_outputs = n_outputs
+        self.prog.ntk = 1 if ntk else 0
+        self.tape_len = tape_len
+        self.n_outputs = n_outputs
+        self.image_size = height * width * channels
+        self.ntk = ntk
+        msg[0] = 0
+        status = ck_check_program(&self.prog, msg, MSG_LEN)
+        if status != 0:
+            _raise(status, msg)
+
+    def __reduce__(self):
+        return (CompiledProgram, self._args)
+
+    def self_pass(self, const real[:, ::1] X, real[:, ::1] tapes, real[:, ::1] self_out):
+        """Run the self pass on the images X (n, H*W*C), filling tapes and self_out."""
+        cdef char msg[MSG_LEN]
+        cdef int status = 0
+        cdef int64_t n = X.shape[0]
+        if X.shape[1] != self.image_size:
+            raise ValueError("X has the wrong number of features")
+        if tapes.shape[0] != n or tapes.shape[1] != self.tape_len:
+            raise ValueError("tapes has the wrong shape")
+        if self_out.shape[0] != n or self_out.shape[1] != self.n_outputs:
+            raise ValueError("self_out has the wrong shape")
+        if n == 0:
+            return
+        msg[0] = 0
+        with nogil:
+            if real is double:
+                status = ck_self_pass_f64(&self.prog, &X[0, 0], n, &tapes[0, 0],
+                                          &self_out[0, 0], msg, MSG_LEN)
+            else:
+                status = ck_self_pass_f32(&self.prog, &X[0, 0], n, &tapes[0, 0],
+                                          &self_out[0, 0], msg, MSG_LEN)
+        if status != 0:
+            _raise(status, msg)
+
+    def pair_tile(self, const real[:, ::1] X, const real[:, ::1] tapes_x, int64_t x0,
+                  const real[:, ::1] Y, const real[:, ::1] tapes_y, int64_t y0,
+                  real[:, :, :] out, bint upper_only):
+        """Kernel values of every pair (X[i], Y[j]) into out[:, i, j].
+
+        With upper_only, pairs with x0 + i >= y0 + j are left untouched.
+        """
+        cdef char msg[MSG_LEN]
+        cdef int status = 0
+        cdef int64_t nx = X.shape[0], ny = Y.shape[0]
+        cdef Py_ssize_t itemsize = sizeof(real)
+        if X.shape[1] != self.image_size or Y.shape[1] != self.image_size:
+            raise ValueError("X or Y has the wrong number of features")
+        if tapes_x.shape[0] != nx or tapes_y.shape[0] != ny:
+            raise ValueError("tapes do not match the images")
+        if tapes_x.shape[1] != self.tape_len or tapes_y.shape[1] != self.tape_len:
+            raise ValueError("tapes have the wrong length")
+        if out.shape[0] != self.n_outputs or out.shape[1] != nx or out.shape[2] != ny:
+            raise ValueError("out has the wrong shape")
+        if nx == 0 or ny == 0:
+            return
+        cdef int64_t s0 = out.strides[0] // itemsize
+        cdef int64_t s1 = out.strides[1] // itemsize
+        cdef int64_t s2 = out.strides[2] // itemsize
+        msg[0] = 0
+        with nogil:
+            if real is double:
+                status = ck_pair_tile_f64(&self.prog, &X[0, 0], &tapes_x[0, 0], nx, x0,
+                                          &Y[0, 0], &tapes_y[0, 0], ny, y0, upper_only,
+                                          &out[0, 0, 0], s0, s1, s2, msg, MSG_LEN)
+            else:
+                status = ck_pair_tile_f32(&self.prog, &X[0, 0], &tapes_x[0, 0], nx, x0,
+                                          &Y[0, 0], &tapes_y[0, 0], ny, y0, upper_only,
+                                          &out[0, 0, 0], s0, s1, s2, msg, MSG_LEN)
+        if status != 0:
+            _raise(status, msg)

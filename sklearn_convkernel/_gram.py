@@ -1,0 +1,264 @@
+"""Tiled Gram matrices: per-image self passes, then pair passes over tiles.
+
+Data flow: architecture --(_plan.make_plan)--> program --(_core)--> tiles of
+the Gram matrix, run by joblib threads (the core releases the GIL) that write
+into one preallocated output.  For ``K(X, X)`` only the upper tiles are
+computed; the diagonal comes from the self passes and the lower triangle is
+mirrored.
+"""
+
+from __future__ import annotations
+
+import numbers
+import time
+
+import numpy as np
+from joblib import Parallel, delayed, effective_n_jobs
+
+from sklearn_convkernel import arch as A
+from sklearn_convkernel._plan import KINDS, SPATIAL_MODES, make_plan
+
+__all__ = ["conv_kernel", "check_images", "compile_architecture"]
+
+_DTYPES = {np.dtype(np.float64): np.float64, np.dtype(np.float32): np.float32}
+
+
+def _core():
+    try:
+        from sklearn_convkernel import _core
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ImportError(
+            "sklearn_convkernel's compiled core is not built. Install the package "
+            "with `pip install .` (or `pip install --no-build-isolation -e .` for "
+            "development) and do not run Python from inside the source tree "
+            "without it."
+        ) from exc
+    return _core
+
+
+def check_images(X, name="X", dtype=np.float64, image_shape=None):
+    """Validate a batch of images and return it as (n, H, W, C) C-contiguous ``dtype``.
+
+    Parameters
+    ----------
+    X : array-like
+        Images of shape (n, H, W, C), (n, H, W) (one channel), or flat rows
+        (n, H*W*C) together with ``image_shape``.
+    name : str
+        Parameter name used in error messages.
+    dtype : numpy dtype
+    image_shape : tuple (H, W) or (H, W, C), optional
+        Shape of one image, required for flat rows.
+    """
+    X = np.asarray(X)
+    if X.dtype == object or not (
+        np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)
+        or X.dtype == bool
+    ):
+        raise ValueError(f"{name} must be a numeric array, got dtype {X.dtype}.")
+    if image_shape is not None:
+        shape = tuple(int(v) for v in image_shape)
+        if len(shape) == 2:
+            shape = shape + (1,)
+        if len(shape) != 3 or min(shape) < 1:
+            raise ValueError(f"image_shape must be (H, W) or (H, W, C), got {image_shape!r}.")
+        if X.ndim == 2:
+            if X.shape[1] != int(np.prod(shape)):
+                raise ValueError(
+                    f"{name} has {X.shape[1]} features per row but image_shape={shape} "
+                    f"needs {int(np.prod(shape))}."
+                )
+            X = X.reshape((X.shape[0],) + shape)
+        elif X.ndim == 4 and X.shape[1:] != shape:
+            raise ValueError(f"{name} has images of shape {X.shape[1:]}, not image_shape={shape}.")
+    if X.ndim == 3:
+        X = X[..., np.newaxis]
+    if X.ndim != 4:
+        raise ValueError(
+            f"{name} must have shape (n_samples, height, width, channels) (or "
+            f"(n_samples, height, width) for one channel), got shape {X.shape}; "
+            "for flat rows pass image_shape=(height, width, channels)."
+        )
+    if X.shape[0] == 0:
+        raise ValueError(f"{name} contains no images (shape {X.shape}).")
+    X = np.ascontiguousarray(X, dtype=dtype)
+    if not np.all(np.isfinite(X)):
+        raise ValueError(f"{name} contains NaN or infinite values; clean or impute them first.")
+    return X
+
+
+def _check_dtype(dtype):
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in _DTYPES:
+        raise ValueError(f"dtype must be np.float64 or np.float32, got {dtype!r}.")
+    return _DTYPES[dt]
+
+
+def compile_architecture(architecture, image_shape, kind="nngp", spatial="auto"):
+    """Plan and compile ``architecture`` for images of shape (H, W, C).
+
+    Returns the compiled program (an object of the private ``_core`` module)
+    and the :class:`~sklearn_convkernel._plan.Plan`.
+    """
+    plan = make_plan(architecture, image_shape, kind=kind, spatial=spatial)
+    H, W, C = plan.input_shape
+    prog = _core().CompiledProgram(
+        plan.ops, plan.fops, plan.blob_i, plan.blob_f, H, W, C,
+        plan.tape_len, plan.n_outputs, plan.kind == "ntk",
+    )
+    return prog, plan
+
+
+def _chunks(n, size):
+    return [(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def _self_pass(prog, Xf, n_jobs, chunk):
+    n = Xf.shape[0]
+    tapes = np.empty((n, prog.tape_len), dtype=Xf.dtype)
+    self_out = np.empty((n, prog.n_outputs), dtype=Xf.dtype)
+
+    def run(a, b):
+        prog.self_pass(Xf[a:b], tapes[a:b], self_out[a:b])
+
+    Parallel(n_jobs=n_jobs, backend="threading")(
+        delayed(run)(a, b) for a, b in _chunks(n, chunk)
+    )
+    return tapes, self_out
+
+
+def conv_kernel(
+    X,
+    Y=None,
+    *,
+    architecture,
+    kind="nngp",
+    dtype=np.float64,
+    n_jobs=None,
+    spatial="auto",
+    tile_size=None,
+    verbose=0,
+):
+    """Exact convolutional kernel matrix between two sets of images.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_X, H, W, C) or (n_X, H, W)
+        Images (channels last).  Non-square images are fine.
+    Y : array-like of shape (n_Y, H, W, C), default=None
+        Second set of images with the same (H, W, C); ``None`` computes the
+        symmetric Gram matrix ``K(X, X)`` (only i <= j is computed).
+    architecture : Layer
+        The network, e.g. ``Sequential(Conv(3, weight_var=2), ReLU(),
+        GlobalAvgPool(), Dense())`` (see :mod:`sklearn_convkernel.arch`).
+    kind : {"nngp", "ntk"}, default="nngp"
+        The NNGP / CNN-GP / CKN covariance, or the neural tangent kernel.
+    dtype : {np.float64, np.float32}, default=np.float64
+        Storage and arithmetic precision of the tensors (nonlinearities are
+        evaluated in float64 in both cases).
+    n_jobs : int, default=None
+        Number of threads (joblib semantics: None = 1 unless in a
+        ``joblib.parallel_backend`` context, -1 = all cores).
+    spatial : {"auto", "full"}, default="auto"
+        "auto" computes only the spatial diagonal of the covariance where that
+        is exact (no position-mixing pooling downstream), "full" always
+        carries the full tensors over pairs of positions (slow; for checks).
+    tile_size : int, default=None
+        Images per tile side (default 32).  Results do not depend on it.
+    verbose : int, default=0
+        Print progress when > 0.
+
+    Returns
+    -------
+    K : ndarray of shape (n_X, n_Y), or (n_outputs, n_X, n_Y)
+        The kernel matrix; when the architecture contains :class:`~.arch.Tap`
+        read-outs, one matrix per output (taps first, final output last).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_convkernel import conv_kernel
+    >>> from sklearn_convkernel.arch import Sequential, Conv, ReLU, Flatten, Dense
+    >>> arch = Sequential(Conv(3, weight_var=2.0), ReLU(), Flatten(), Dense())
+    >>> X = np.random.default_rng(0).random((4, 8, 8, 1))
+    >>> K = conv_kernel(X, architecture=arch, kind="ntk")
+    >>> K.shape, bool(np.allclose(K, K.T))
+    ((4, 4), True)
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be 'nngp' or 'ntk', got {kind!r}.")
+    if spatial not in SPATIAL_MODES:
+        raise ValueError(f"spatial must be 'auto' or 'full', got {spatial!r}.")
+    if not isinstance(architecture, A.Layer):
+        raise ValueError(
+            "architecture must be a layer built from sklearn_convkernel.arch, e.g. "
+            f"Sequential(Conv(3), ReLU(), Flatten()); got {architecture!r}."
+        )
+    if tile_size is not None and (
+        not isinstance(tile_size, numbers.Integral) or isinstance(tile_size, bool)
+        or tile_size < 1
+    ):
+        raise ValueError(f"tile_size must be a positive int or None, got {tile_size!r}.")
+    dt = _check_dtype(dtype)
+    X = check_images(X, "X", dt)
+    symmetric = Y is None
+    if not symmetric:
+        Y = check_images(Y, "Y", dt)
+        if Y.shape[1:] != X.shape[1:]:
+            raise ValueError(
+                f"X and Y must have images of the same shape (H, W, C); got {X.shape[1:]} "
+                f"and {Y.shape[1:]}."
+            )
+    prog, plan = compile_architecture(architecture, X.shape[1:], kind, spatial)
+    n_jobs = effective_n_jobs(n_jobs)
+    tile = int(tile_size) if tile_size is not None else 32
+    t0 = time.perf_counter()
+
+    nx = X.shape[0]
+    Xf = X.reshape(nx, -1)
+    self_chunk = max(1, min(tile, -(-nx // max(1, 4 * n_jobs))))
+    tx, sx = _self_pass(prog, Xf, n_jobs, self_chunk)
+    if symmetric:
+        Yf, ty, ny = Xf, tx, nx
+    else:
+        ny = Y.shape[0]
+        Yf = Y.reshape(ny, -1)
+        ty, _ = _self_pass(prog, Yf, n_jobs, max(1, min(tile, -(-ny // max(1, 4 * n_jobs)))))
+    if verbose:
+        print(f"[conv_kernel] self passes done in {time.perf_counter() - t0:.2f}s "
+              f"({'diagonal-only' if plan.diagonal_only else 'full spatial'} path)")
+
+    out = np.empty((plan.n_outputs, nx, ny), dtype=dt)
+    # for K(X, X) keep only tiles holding some pair i < j (the rest is mirrored)
+    tiles = [
+        (r, c)
+        for r in _chunks(nx, tile)
+        for c in _chunks(ny, tile)
+        if not symmetric or c[1] - 1 > r[0]
+    ]
+
+    done = [0]
+    n_tiles = len(tiles)
+
+    def run(r, c):
+        (r0, r1), (c0, c1) = r, c
+        prog.pair_tile(Xf[r0:r1], tx[r0:r1], r0, Yf[c0:c1], ty[c0:c1], c0,
+                       out[:, r0:r1, c0:c1], symmetric)
+        if verbose:
+            done[0] += 1
+            if done[0] == n_tiles or done[0] % max(1, n_tiles // 10) == 0:
+                print(f"[conv_kernel] {done[0]}/{n_tiles} tiles, "
+                      f"{time.perf_counter() - t0:.1f}s", flush=True)
+
+    Parallel(n_jobs=n_jobs, backend="threading")(delayed(run)(r, c) for r, c in tiles)
+
+    if symmetric:
+        iu = np.triu_indices(nx, 1)
+        for o in range(plan.n_outputs):
+            K = out[o]
+            K[iu[1], iu[0]] = K[iu]
+            K[np.diag_indices(nx)] = sx[:, o]
+    return out[0] if plan.n_outputs == 1 else out
