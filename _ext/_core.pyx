@@ -44,6 +44,15 @@ cdef extern from "convkernel/core.hpp" namespace "convkernel":
                          int64_t s_out, int64_t s_row, int64_t s_col,
                          char* msg, int msg_len) nogil
 
+    int ck_pair_list_f64(const Program* prog, const double* X, const double* tapes_x,
+                         int64_t nx, const double* Y, const double* tapes_y, int64_t ny,
+                         const int64_t* ii, const int64_t* jj, int64_t n_pairs, double* out,
+                         char* msg, int msg_len) nogil
+    int ck_pair_list_f32(const Program* prog, const float* X, const float* tapes_x,
+                         int64_t nx, const float* Y, const float* tapes_y, int64_t ny,
+                         const int64_t* ii, const int64_t* jj, int64_t n_pairs, float* out,
+                         char* msg, int msg_len) nogil
+
 ctypedef fused real:
     float
     double
@@ -171,5 +180,37 @@ cdef class CompiledProgram:
                 status = ck_pair_tile_f32(&self.prog, &X[0, 0], &tapes_x[0, 0], nx, x0,
                                           &Y[0, 0], &tapes_y[0, 0], ny, y0, upper_only,
                                           &out[0, 0, 0], s0, s1, s2, msg, MSG_LEN)
+        if status != 0:
+            _raise(status, msg)
+
+    def pair_list(self, const real[:, ::1] X, const real[:, ::1] tapes_x,
+                  const real[:, ::1] Y, const real[:, ::1] tapes_y,
+                  const int64_t[::1] ii, const int64_t[::1] jj, real[:, ::1] out):
+        """Kernel values of the pairs (X[ii[t]], Y[jj[t]]) into out[t, :]."""
+        cdef char msg[MSG_LEN]
+        cdef int status = 0
+        cdef int64_t n = ii.shape[0]
+        if X.shape[1] != self.image_size or Y.shape[1] != self.image_size:
+            raise ValueError("X or Y has the wrong number of features")
+        if tapes_x.shape[0] != X.shape[0] or tapes_y.shape[0] != Y.shape[0]:
+            raise ValueError("tapes do not match the images")
+        if tapes_x.shape[1] != self.tape_len or tapes_y.shape[1] != self.tape_len:
+            raise ValueError("tapes have the wrong length")
+        if jj.shape[0] != n or out.shape[0] != n or out.shape[1] != self.n_outputs:
+            raise ValueError("ii, jj and out do not match")
+        if n == 0:
+            return
+        if X.shape[0] == 0 or Y.shape[0] == 0:
+            raise ValueError("pairs index into an empty image set")
+        msg[0] = 0
+        with nogil:
+            if real is double:
+                status = ck_pair_list_f64(&self.prog, &X[0, 0], &tapes_x[0, 0], X.shape[0],
+                                          &Y[0, 0], &tapes_y[0, 0], Y.shape[0],
+                                          &ii[0], &jj[0], n, &out[0, 0], msg, MSG_LEN)
+            else:
+                status = ck_pair_list_f32(&self.prog, &X[0, 0], &tapes_x[0, 0], X.shape[0],
+                                          &Y[0, 0], &tapes_y[0, 0], Y.shape[0],
+                                          &ii[0], &jj[0], n, &out[0, 0], msg, MSG_LEN)
         if status != 0:
             _raise(status, msg)

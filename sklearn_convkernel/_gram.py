@@ -18,7 +18,7 @@ from joblib import Parallel, delayed, effective_n_jobs
 from sklearn_convkernel import arch as A
 from sklearn_convkernel._plan import KINDS, SPATIAL_MODES, make_plan
 
-__all__ = ["conv_kernel", "check_images", "compile_architecture"]
+__all__ = ["conv_kernel", "check_images", "compile_architecture", "self_passes", "pair_values", "gram"]
 
 _DTYPES = {np.dtype(np.float64): np.float64, np.dtype(np.float32): np.float32}
 
@@ -116,18 +116,129 @@ def _chunks(n, size):
     return [(start, min(start + size, n)) for start in range(0, n, size)]
 
 
-def _self_pass(prog, Xf, n_jobs, chunk):
+def _parallel(n_jobs):
+    # Threads by default (the core releases the GIL); a joblib backend chosen by
+    # the caller (parallel_config(backend="loky"|"dask"...)) takes precedence,
+    # so every task below is a module-level function of picklable arguments
+    # that returns its result instead of writing into shared memory.
+    return Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator_unordered")
+
+
+def _self_task(prog, Xf, start):
     n = Xf.shape[0]
     tapes = np.empty((n, prog.tape_len), dtype=Xf.dtype)
     self_out = np.empty((n, prog.n_outputs), dtype=Xf.dtype)
+    prog.self_pass(Xf, tapes, self_out)
+    return start, tapes, self_out
 
-    def run(a, b):
-        prog.self_pass(Xf[a:b], tapes[a:b], self_out[a:b])
 
-    Parallel(n_jobs=n_jobs, backend="threading")(
-        delayed(run)(a, b) for a, b in _chunks(n, chunk)
-    )
+def self_passes(prog, Xf, n_jobs=None, chunk=None):
+    """Per-image self passes: tapes (n, tape_len) and self kernels (n, n_outputs)."""
+    n = Xf.shape[0]
+    n_jobs = effective_n_jobs(n_jobs)
+    if chunk is None:
+        chunk = max(1, min(32, -(-n // (4 * n_jobs))))
+    tapes = np.empty((n, prog.tape_len), dtype=Xf.dtype)
+    self_out = np.empty((n, prog.n_outputs), dtype=Xf.dtype)
+    tasks = (delayed(_self_task)(prog, Xf[a:b], a) for a, b in _chunks(n, chunk))
+    for a, t, s in _parallel(n_jobs)(tasks):
+        tapes[a:a + len(t)] = t
+        self_out[a:a + len(s)] = s
     return tapes, self_out
+
+
+def _tile_task(prog, Xr, tr, r0, Yc, tc, c0, upper_only):
+    block = np.zeros((prog.n_outputs, Xr.shape[0], Yc.shape[0]), dtype=Xr.dtype)
+    prog.pair_tile(Xr, tr, r0, Yc, tc, c0, block, upper_only)
+    return r0, c0, block
+
+
+def _list_task(prog, X, tx, Y, ty, ii, jj, start):
+    out = np.empty((ii.shape[0], prog.n_outputs), dtype=X.dtype)
+    prog.pair_list(X, tx, Y, ty, ii, jj, out)
+    return start, out
+
+
+def pair_values(prog, X, tx, Y, ty, ii, jj, n_jobs=None, chunk=None):
+    """Kernel outputs of the pairs (X[ii[t]], Y[jj[t]]): array (n_pairs, n_outputs)."""
+    ii = np.ascontiguousarray(ii, dtype=np.int64)
+    jj = np.ascontiguousarray(jj, dtype=np.int64)
+    n = ii.shape[0]
+    n_jobs = effective_n_jobs(n_jobs)
+    out = np.empty((n, prog.n_outputs), dtype=X.dtype)
+    if n == 0:
+        return out
+    if chunk is None:
+        chunk = max(1, min(1024, -(-n // (8 * n_jobs))))
+    tasks = (
+        delayed(_list_task)(prog, X, tx, Y, ty, ii[a:b], jj[a:b], a) for a, b in _chunks(n, chunk)
+    )
+    for a, vals in _parallel(n_jobs)(tasks):
+        out[a:a + len(vals)] = vals
+    return out
+
+
+def gram(prog, Xf, tx, sx=None, Yf=None, ty=None, *, n_jobs=None, tile_size=None,
+         verbose=0, out=None):
+    """Assemble K(X, Y) (or the symmetric K(X, X) when Yf is None) tile by tile.
+
+    Parameters
+    ----------
+    prog : compiled program
+    Xf, Yf : ndarray (n, H*W*C)
+        Flattened images, C-contiguous, of the program's dtype.
+    tx, ty : ndarray (n, tape_len)
+        Their self-pass tapes.
+    sx : ndarray (n_X, n_outputs)
+        Self kernels of X (the Gram diagonal); required when Yf is None.
+    out : ndarray (n_outputs, n_X, n_Y), optional
+        Preallocated output (e.g. a numpy.memmap); allocated when None.
+
+    Returns
+    -------
+    out : ndarray (n_outputs, n_X, n_Y)
+    """
+    symmetric = Yf is None
+    if symmetric:
+        Yf, ty = Xf, tx
+    nx, ny = Xf.shape[0], Yf.shape[0]
+    n_jobs = effective_n_jobs(n_jobs)
+    tile = int(tile_size) if tile_size is not None else 32
+    if out is None:
+        out = np.empty((prog.n_outputs, nx, ny), dtype=Xf.dtype)
+    # for K(X, X) keep only tiles holding some pair i < j (the rest is mirrored)
+    tiles = [
+        (r, c)
+        for r in _chunks(nx, tile)
+        for c in _chunks(ny, tile)
+        if not symmetric or c[1] - 1 > r[0]
+    ]
+    tasks = (
+        delayed(_tile_task)(prog, Xf[r0:r1], tx[r0:r1], r0, Yf[c0:c1], ty[c0:c1], c0, symmetric)
+        for (r0, r1), (c0, c1) in tiles
+    )
+    t0 = time.perf_counter()
+    n_tiles = len(tiles)
+    step = max(1, n_tiles // 10)
+    for done, (r0, c0, block) in enumerate(_parallel(n_jobs)(tasks), start=1):
+        r1, c1 = r0 + block.shape[1], c0 + block.shape[2]
+        if symmetric:
+            # only the entries with i < j were computed in this block
+            upper = np.arange(r0, r1)[:, None] < np.arange(c0, c1)[None, :]
+            for o in range(prog.n_outputs):
+                out[o, r0:r1, c0:c1][upper] = block[o][upper]
+        else:
+            out[:, r0:r1, c0:c1] = block
+        if verbose and (done % step == 0 or done == n_tiles):
+            print(f"[sklearn_convkernel] {done}/{n_tiles} tiles, "
+                  f"{time.perf_counter() - t0:.1f}s", flush=True)
+    if symmetric:
+        iu = np.triu_indices(nx, 1)
+        for o in range(prog.n_outputs):
+            K = out[o]
+            K[iu[1], iu[0]] = K[iu]
+            K[np.diag_indices(nx)] = sx[:, o]
+    return out
 
 
 def conv_kernel(
@@ -213,52 +324,15 @@ def conv_kernel(
                 f"and {Y.shape[1:]}."
             )
     prog, plan = compile_architecture(architecture, X.shape[1:], kind, spatial)
-    n_jobs = effective_n_jobs(n_jobs)
-    tile = int(tile_size) if tile_size is not None else 32
     t0 = time.perf_counter()
-
-    nx = X.shape[0]
-    Xf = X.reshape(nx, -1)
-    self_chunk = max(1, min(tile, -(-nx // max(1, 4 * n_jobs))))
-    tx, sx = _self_pass(prog, Xf, n_jobs, self_chunk)
-    if symmetric:
-        Yf, ty, ny = Xf, tx, nx
-    else:
-        ny = Y.shape[0]
-        Yf = Y.reshape(ny, -1)
-        ty, _ = _self_pass(prog, Yf, n_jobs, max(1, min(tile, -(-ny // max(1, 4 * n_jobs)))))
+    Xf = X.reshape(X.shape[0], -1)
+    tx, sx = self_passes(prog, Xf, n_jobs)
+    Yf = ty = None
+    if not symmetric:
+        Yf = Y.reshape(Y.shape[0], -1)
+        ty, _ = self_passes(prog, Yf, n_jobs)
     if verbose:
-        print(f"[conv_kernel] self passes done in {time.perf_counter() - t0:.2f}s "
-              f"({'diagonal-only' if plan.diagonal_only else 'full spatial'} path)")
-
-    out = np.empty((plan.n_outputs, nx, ny), dtype=dt)
-    # for K(X, X) keep only tiles holding some pair i < j (the rest is mirrored)
-    tiles = [
-        (r, c)
-        for r in _chunks(nx, tile)
-        for c in _chunks(ny, tile)
-        if not symmetric or c[1] - 1 > r[0]
-    ]
-
-    done = [0]
-    n_tiles = len(tiles)
-
-    def run(r, c):
-        (r0, r1), (c0, c1) = r, c
-        prog.pair_tile(Xf[r0:r1], tx[r0:r1], r0, Yf[c0:c1], ty[c0:c1], c0,
-                       out[:, r0:r1, c0:c1], symmetric)
-        if verbose:
-            done[0] += 1
-            if done[0] == n_tiles or done[0] % max(1, n_tiles // 10) == 0:
-                print(f"[conv_kernel] {done[0]}/{n_tiles} tiles, "
-                      f"{time.perf_counter() - t0:.1f}s", flush=True)
-
-    Parallel(n_jobs=n_jobs, backend="threading")(delayed(run)(r, c) for r, c in tiles)
-
-    if symmetric:
-        iu = np.triu_indices(nx, 1)
-        for o in range(plan.n_outputs):
-            K = out[o]
-            K[iu[1], iu[0]] = K[iu]
-            K[np.diag_indices(nx)] = sx[:, o]
+        print(f"[sklearn_convkernel] self passes done in {time.perf_counter() - t0:.2f}s "
+              f"({'diagonal-only' if plan.diagonal_only else 'full spatial'} path)", flush=True)
+    out = gram(prog, Xf, tx, sx, Yf, ty, n_jobs=n_jobs, tile_size=tile_size, verbose=verbose)
     return out[0] if plan.n_outputs == 1 else out

@@ -728,6 +728,35 @@ int pair_tile(const Program* prog, const T* X, const T* tx, int64_t nx, int64_t 
     return STATUS_OK;
 }
 
+template <class T>
+int pair_list(const Program* prog, const T* X, const T* tx, int64_t nx, const T* Y, const T* ty,
+              int64_t ny, const int64_t* ii, const int64_t* jj, int64_t n_pairs, T* out,
+              char* msg, int msg_len) {
+    Error err{msg, msg_len};
+    try {
+        int64_t depth = 0, size = 0;
+        int st = check_program_impl(*prog, &depth, &size, err);
+        if (st) return st;
+        for (int64_t t = 0; t < n_pairs; ++t)
+            if (ii[t] < 0 || ii[t] >= nx || jj[t] < 0 || jj[t] >= ny)
+                return err.fail(STATUS_BAD_ARGUMENT, "pair %lld indexes outside the images", t);
+        Engine<T> eng(*prog, depth, size);
+        const int64_t img = prog->height * prog->width * prog->channels;
+        const int64_t L = prog->tape_len;
+        for (int64_t t = 0; t < n_pairs; ++t) {
+            const int64_t i = ii[t], j = jj[t];
+            st = eng.run(X + i * img, Y + j * img, tx + i * L, ty + j * L, nullptr, false,
+                         out + t * prog->n_outputs, err);
+            if (st) return st;
+        }
+    } catch (const std::bad_alloc&) {
+        return err.fail(STATUS_NO_MEMORY, "out of memory in the pair pass");
+    } catch (...) {
+        return err.fail(STATUS_BAD_PROGRAM, "unexpected C++ exception in the pair pass");
+    }
+    return STATUS_OK;
+}
+
 }  // namespace
 
 extern "C" {
@@ -758,6 +787,17 @@ int ck_pair_tile_f32(const Program* p, const float* X, const float* tx, int64_t 
                      const float* Y, const float* ty, int64_t ny, int64_t y0, int upper,
                      float* out, int64_t s0, int64_t s1, int64_t s2, char* msg, int len) {
     return pair_tile<float>(p, X, tx, nx, x0, Y, ty, ny, y0, upper, out, s0, s1, s2, msg, len);
+}
+
+int ck_pair_list_f64(const Program* p, const double* X, const double* tx, int64_t nx,
+                     const double* Y, const double* ty, int64_t ny, const int64_t* ii,
+                     const int64_t* jj, int64_t n, double* out, char* msg, int len) {
+    return pair_list<double>(p, X, tx, nx, Y, ty, ny, ii, jj, n, out, msg, len);
+}
+int ck_pair_list_f32(const Program* p, const float* X, const float* tx, int64_t nx,
+                     const float* Y, const float* ty, int64_t ny, const int64_t* ii,
+                     const int64_t* jj, int64_t n, float* out, char* msg, int len) {
+    return pair_list<float>(p, X, tx, nx, Y, ty, ny, ii, jj, n, out, msg, len);
 }
 
 }  // extern "C"

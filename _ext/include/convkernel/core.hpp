@@ -110,6 +110,17 @@ int ck_pair_tile_f32(const Program* prog,
                      int64_t s_out, int64_t s_row, int64_t s_col,
                      char* msg, int msg_len);
 
+// Pair pass over an explicit list of pairs (X[ii[t]], Y[jj[t]]), t < n_pairs:
+// output o of pair t goes to out[t * n_outputs + o].
+int ck_pair_list_f64(const Program* prog, const double* X, const double* tapes_x, int64_t nx,
+                     const double* Y, const double* tapes_y, int64_t ny,
+                     const int64_t* ii, const int64_t* jj, int64_t n_pairs, double* out,
+                     char* msg, int msg_len);
+int ck_pair_list_f32(const Program* prog, const float* X, const float* tapes_x, int64_t nx,
+                     const float* Y, const float* tapes_y, int64_t ny,
+                     const int64_t* ii, const int64_t* jj, int64_t n_pairs, float* out,
+                     char* msg, int msg_len);
+
 }  // extern "C"
 
 }  // namespace convkernel
