@@ -1,0 +1,207 @@
+"""Shared scikit-learn glue: image validation and kernel computation through the cache.
+
+Estimators and transformers never call the compiled core: they go through
+:class:`KernelComputer`, which compiles an architecture once per input shape
+and asks the :class:`~sklearn_convkernel.KernelCache` (or, without a cache,
+the tiled Gram engine) for kernel matrices.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+from sklearn.utils.validation import validate_data
+
+from sklearn_convkernel import arch as A
+from sklearn_convkernel._cache import KernelCache, get_default_cache
+from sklearn_convkernel._gram import compile_architecture, gram, self_passes
+
+_DTYPE_NAMES = {"float64": np.float64, "float32": np.float32}
+
+_COMPILED = {}
+_COMPILED_LOCK = threading.Lock()
+
+
+def resolve_dtype(dtype):
+    """Map the ``dtype`` parameter ("float64"/"float32" or a numpy dtype) to a numpy type."""
+    if isinstance(dtype, str) and dtype in _DTYPE_NAMES:
+        return _DTYPE_NAMES[dtype]
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt == np.float64:
+        return np.float64
+    if dt == np.float32:
+        return np.float32
+    raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}.")
+
+
+def resolve_cache(cache):
+    """Map the ``cache`` parameter to a :class:`KernelCache` or None."""
+    if isinstance(cache, str) and cache == "auto":
+        return get_default_cache()
+    if cache is None or isinstance(cache, KernelCache):
+        return cache
+    raise ValueError(
+        f"cache must be 'auto' (the shared default cache), None (no caching) or a "
+        f"KernelCache, got {cache!r}."
+    )
+
+
+def compiled(architecture, image_shape, kind, dtype, spatial="auto"):
+    """Compile (memoised) ``architecture`` for one input shape; returns (prog, plan, key)."""
+    key = (repr(architecture), tuple(image_shape), kind, np.dtype(dtype).name, spatial)
+    with _COMPILED_LOCK:
+        hit = _COMPILED.get(key)
+    if hit is None:
+        prog, plan = compile_architecture(architecture, image_shape, kind, spatial)
+        hit = (prog, plan, key)
+        with _COMPILED_LOCK:
+            if len(_COMPILED) > 256:
+                _COMPILED.clear()
+            _COMPILED[key] = hit
+    return hit
+
+
+class KernelComputer:
+    """Kernel matrices of one architecture and input shape, through a cache or not.
+
+    Parameters
+    ----------
+    architecture : Layer
+    image_shape : (H, W, C)
+    kind : {"nngp", "ntk"}
+    dtype : numpy float type
+    output : int
+        Which read-out of a multi-output (tapped) architecture to return.
+    cache : KernelCache or None
+    n_jobs, verbose : see :func:`~sklearn_convkernel.conv_kernel`
+    """
+
+    def __init__(self, architecture, image_shape, kind, dtype, output=-1, cache=None,
+                 n_jobs=None, verbose=0):
+        self.prog, self.plan, self.key = compiled(architecture, image_shape, kind, dtype)
+        n_out = self.plan.n_outputs
+        if not -n_out <= output < n_out:
+            raise ValueError(
+                f"output={output} is out of range for an architecture with {n_out} read-out(s)."
+            )
+        self.output = output % n_out
+        self.dtype = dtype
+        self.cache = cache
+        self.n_jobs = n_jobs
+        self.verbose = verbose
+
+    def kernel(self, Xf, Yf=None):
+        """K(X, Y) for flattened images (Y=None: the symmetric Gram K(X, X))."""
+        return np.ascontiguousarray(self.all_outputs(Xf, Yf)[self.output])
+
+    def all_outputs(self, Xf, Yf=None):
+        """Every read-out of K(X, Y): array (n_outputs, n_X, n_Y)."""
+        if self.cache is not None:
+            K = self.cache.kernel(self.key, self.prog, Xf, Yf, n_jobs=self.n_jobs)
+            if K is not None:
+                return K
+        tx, sx = self_passes(self.prog, Xf, self.n_jobs)
+        if Yf is None:
+            return gram(self.prog, Xf, tx, sx, n_jobs=self.n_jobs, verbose=self.verbose)
+        ty, _ = self_passes(self.prog, Yf, self.n_jobs)
+        return gram(self.prog, Xf, tx, None, Yf, ty, n_jobs=self.n_jobs, verbose=self.verbose)
+
+    def self_kernel(self, Xf):
+        """k(x, x) for each image: array (n_X,)."""
+        if self.cache is not None:
+            d = self.cache.self_kernel(self.key, self.prog, Xf, n_jobs=self.n_jobs)
+            if d is not None:
+                return np.array(d[self.output])
+        _, sx = self_passes(self.prog, Xf, self.n_jobs)
+        return np.array(sx[:, self.output])
+
+
+def _resolve_image_shape(image_shape, n_features, owner):
+    """(H, W, C) from the ``image_shape`` parameter for flat rows of n_features."""
+    if image_shape is None:
+        side = math.isqrt(n_features)
+        if side * side == n_features:
+            return (side, side, 1)
+        raise ValueError(
+            f"{owner}: X has {n_features} features per row, which is not a square "
+            "single-channel image; pass image_shape=(height, width, channels) "
+            "(one entry may be -1 to infer it, e.g. image_shape=(1, -1) for 1-D "
+            "signals), or pass X as an (n_samples, height, width, channels) array."
+        )
+    shape = tuple(image_shape)
+    if len(shape) == 2:
+        shape = shape + (1,)
+    if len(shape) != 3 or not all(isinstance(v, (int, np.integer)) for v in shape):
+        raise ValueError(
+            f"{owner}: image_shape must be (height, width) or (height, width, channels) "
+            f"ints, got {image_shape!r}."
+        )
+    if sum(1 for v in shape if v == -1) > 1 or any(v == 0 or v < -1 for v in shape):
+        raise ValueError(f"{owner}: image_shape entries must be positive (one may be -1), "
+                         f"got {image_shape!r}.")
+    known = int(np.prod([v for v in shape if v != -1]))
+    if -1 in shape:
+        if n_features % known:
+            raise ValueError(
+                f"{owner}: X has {n_features} features per row, not a multiple of "
+                f"{known} as image_shape={image_shape!r} requires."
+            )
+        shape = tuple(n_features // known if v == -1 else int(v) for v in shape)
+    if int(np.prod(shape)) != n_features:
+        raise ValueError(
+            f"{owner}: image_shape={tuple(image_shape)!r} holds {int(np.prod(shape))} values "
+            f"but X has {n_features} features per row."
+        )
+    return tuple(int(v) for v in shape)
+
+
+class ImageInputMixin:
+    """Validation of image inputs for estimators: 4-D/3-D arrays or flat rows."""
+
+    def _validate_images(self, X, reset):
+        """Return C-contiguous flat rows (n, H*W*C) of the estimator's dtype.
+
+        Sets ``n_features_in_`` and ``image_shape_`` when ``reset``.
+        """
+        owner = type(self).__name__
+        shape = None
+        if not hasattr(X, "iloc"):  # keep pandas DataFrames for feature names
+            arr = np.asarray(X) if not hasattr(X, "toarray") else X
+            if getattr(arr, "ndim", 2) in (3, 4):
+                shape = arr.shape[1:] if arr.ndim == 4 else arr.shape[1:] + (1,)
+                if self.image_shape is not None:
+                    expected = _resolve_image_shape(self.image_shape, int(np.prod(shape)), owner)
+                    if tuple(shape) != expected:
+                        raise ValueError(
+                            f"{owner}: X holds images of shape {tuple(shape)} but "
+                            f"image_shape={self.image_shape!r}."
+                        )
+                X = arr.reshape(arr.shape[0], -1)
+        dtype = resolve_dtype(self.dtype)
+        X = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32],
+                          accept_sparse=False, ensure_min_samples=1)
+        X = np.ascontiguousarray(X, dtype=dtype)
+        if shape is None:
+            shape = _resolve_image_shape(self.image_shape, X.shape[1], owner)
+        shape = tuple(int(v) for v in shape)
+        if reset:
+            self.image_shape_ = shape
+        elif shape != self.image_shape_:
+            raise ValueError(
+                f"{owner}: X holds images of shape {shape} but the estimator was fitted on "
+                f"images of shape {self.image_shape_}."
+            )
+        return X
+
+
+def check_architecture(architecture, owner):
+    if architecture is not None and not isinstance(architecture, A.Layer):
+        raise ValueError(
+            f"{owner}: architecture must be None or a layer from sklearn_convkernel.arch "
+            f"(e.g. Sequential(Conv(3), ReLU(), Flatten())), got {architecture!r}."
+        )
