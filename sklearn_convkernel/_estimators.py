@@ -26,6 +26,7 @@ from numbers import Integral, Real
 import numpy as np
 from scipy import linalg
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
+from sklearn.exceptions import DataConversionWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
@@ -319,6 +320,14 @@ class _ConvKernelRidge(ImageInputMixin, BaseEstimator):
             verbose=self.verbose,
         )
 
+    @staticmethod
+    def _require_y(y):
+        if y is None:
+            raise ValueError(
+                "requires y to be passed, but the target y is None: this estimator is "
+                "supervised; use ConvKernel for the kernel matrix alone."
+            )
+
     def _fit_targets(self, X, Y):
         """Fit on flat images X and 2-D float targets Y."""
         self.architecture_, self.output_index_ = self._architecture()
@@ -360,6 +369,7 @@ class _RegressorBase(RegressorMixin, _ConvKernelRidge):
         -------
         self
         """
+        self._require_y(y)
         X = self._validate_images(X, reset=True)
         y = np.asarray(y)
         if y.ndim not in (1, 2) or y.shape[0] != X.shape[0]:
@@ -383,6 +393,11 @@ class _RegressorBase(RegressorMixin, _ConvKernelRidge):
         pred, _, _ = self._decision(X)
         return pred.ravel() if self._y_1d else pred
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
 
 class _ClassifierBase(ClassifierMixin, _ConvKernelRidge):
     @_fit_context(prefer_skip_nested_validation=True)
@@ -398,13 +413,14 @@ class _ClassifierBase(ClassifierMixin, _ConvKernelRidge):
         -------
         self
         """
+        self._require_y(y)
         X = self._validate_images(X, reset=True)
         y = np.asarray(y)
         if y.ndim != 1 or y.shape[0] != X.shape[0]:
             if y.ndim == 2 and y.shape[1] == 1 and y.shape[0] == X.shape[0]:
                 warnings.warn(
                     "A column-vector y was passed when a 1d array was expected; "
-                    "ravelling it.", RuntimeWarning, stacklevel=2)
+                    "ravelling it.", DataConversionWarning, stacklevel=2)
                 y = y.ravel()
             else:
                 raise ValueError(f"y must have shape (n_samples,), got {y.shape}.")

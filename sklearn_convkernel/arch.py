@@ -713,6 +713,9 @@ class Sequential(Layer):
         norm = "" if self.input_norm == "mean" else f", input_norm={self.input_norm!r}"
         return f"Sequential({inner}{norm})"
 
+    def __reduce__(self):
+        return (_rebuild_sequential, (self.layers, self.input_norm))
+
     def __len__(self):
         return len(self.layers)
 
@@ -732,6 +735,10 @@ class Sequential(Layer):
         for layer in self.layers:
             shape = layer.output_shape(shape)
         return shape
+
+
+def _rebuild_sequential(layers, input_norm):
+    return Sequential(*layers, input_norm=input_norm)
 
 
 Identity = Sequential
@@ -757,6 +764,9 @@ class Sum(Layer):
 
     def __setattr__(self, name, value):
         raise AttributeError("architectures are immutable")
+
+    def __reduce__(self):
+        return (Sum, self.branches)
 
     def __eq__(self, other):
         return isinstance(other, Sum) and self.branches == other.branches
@@ -793,6 +803,9 @@ class Tap(Layer):
 
     def __setattr__(self, name, value):
         raise AttributeError("architectures are immutable")
+
+    def __reduce__(self):
+        return (Tap, self.readout.layers)
 
     def __eq__(self, other):
         return isinstance(other, Tap) and self.readout == other.readout
