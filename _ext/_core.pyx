@@ -26,6 +26,7 @@ cdef extern from "convkernel/core.hpp" namespace "convkernel":
         int64_t n_outputs
         int32_t ntk
 
+    const char* ck_simd_variant() nogil
     int ck_check_program(const Program* prog, char* msg, int msg_len) nogil
     int ck_self_pass_f64(const Program* prog, const double* X, int64_t n,
                          double* tapes, double* self_out, char* msg, int msg_len) nogil
@@ -66,6 +67,15 @@ STATUS_NAMES = {
     3: "non-finite kernel value",
     4: "out of memory",
 }
+
+
+def simd_variant():
+    """The compiled engine variant used on this CPU: "avx2" or "generic".
+
+    Set the environment variable SKLEARN_CONVKERNEL_SIMD=generic to force the
+    baseline engine.
+    """
+    return ck_simd_variant().decode()
 
 
 cdef object _raise(int status, char* msg):

@@ -241,6 +241,16 @@ class _Factor:
             if jitter > 1e-6 * scale:
                 self.L = None
                 break
+        if self.L is not None and self.jitter == 0 and n:
+            pivot = float(np.min(np.diag(self.L))) ** 2 / scale
+            if pivot < 1e-10:
+                warnings.warn(
+                    f"The training Gram matrix is nearly singular (smallest Cholesky pivot "
+                    f"{pivot:.1e} of its mean diagonal, e.g. duplicated images); predictions "
+                    "may be unstable. Increase alpha to silence this warning.",
+                    RuntimeWarning,
+                    stacklevel=5,
+                )
         if self.L is not None and self.jitter > 0:
             warnings.warn(
                 f"The training Gram matrix is numerically singular; added {self.jitter:.3g} "

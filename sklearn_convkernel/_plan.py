@@ -153,7 +153,7 @@ class _Lowering:
                 fn = _FN_CODES[type(layer)]
             ints = {8: fn, 9: self.tape_len, 10: getattr(layer, "degree", 1)}
             floats = {0: getattr(layer, "sigma", 1.0)}
-            self.tape_len += shape[0] * shape[1]
+            self.tape_len += 2 * shape[0] * shape[1]  # per-position factors (core.hpp)
             self.ops.append(_Op(OP_NONLIN, shape, shape, ints, floats))
             return shape
         if isinstance(layer, A._Pool):

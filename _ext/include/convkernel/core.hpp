@@ -10,8 +10,10 @@
 //
 // Nonlinearities need the self-variances Vx[p] = K(x,x)[p,p] of each image at
 // that stage.  They are computed once per image by the *self pass* (the
-// program run on the pair (x, x)), which records them on a per-image *tape*;
-// the *pair pass* then reads the two tapes.
+// program run on the pair (x, x)), which records per-position factors derived
+// from them (1/sqrt(V) and sqrt(V), or 1/sqrt(1 + 2V) for erf: 2*H*W values
+// per nonlinearity, at the op's tape offset) on a per-image *tape*; the *pair
+// pass* then reads the two tapes.
 //
 // All entry points have a C ABI, return a Status, write a message into `msg`
 // on failure and never throw.
@@ -81,6 +83,9 @@ struct Program {
 };
 
 extern "C" {
+
+// Name of the engine variant used on this CPU ("avx2" or "generic").
+const char* ck_simd_variant(void);
 
 // Checks the program's structure once (op codes, shapes, stack discipline,
 // blob bounds).  Every other entry point assumes a checked program.

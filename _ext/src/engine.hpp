@@ -1,0 +1,739 @@
+// The kernel engine: the stack machine of core.hpp run on image pairs.
+//
+// This header is compiled once per instruction-set variant (engine_generic.cpp
+// for baseline x86-64 / any CPU, engine_avx2.cpp with AVX2+FMA), each time in
+// its own namespace CK_ARCH; core.cpp picks one at run time.  The hot loops
+// are written branch-free over contiguous rows so that the compiler
+// vectorises them (including the arc-cosine, see acos_v).
+#include <algorithm>
+#include <cmath>
+#include <new>
+#include <type_traits>
+#include <vector>
+
+#include "internal.hpp"
+
+#ifndef CK_ARCH
+#error "define CK_ARCH (the namespace of this engine variant) before including engine.hpp"
+#endif
+
+namespace convkernel {
+namespace CK_ARCH {
+
+// ---------------------------------------------------------------------------
+// vectorisable arc-cosine / arc-sine (double precision, ~1 ulp)
+// ---------------------------------------------------------------------------
+
+// asin(z) = z + z^3 Q(4 z^2) for z in [0, 1/2]: Q is a degree-12 Chebyshev
+// fit (max relative error 1.5e-17) of the Taylor series of (asin z - z)/z^3,
+// computed in 40-digit arithmetic.
+inline double asin_core(double z, double t) {
+    const double u = 4.0 * t;
+    double q = 1.714101515258644e-09;
+    q = q * u + -3.540965812503625e-09;
+    q = q * u + 1.659477180737879e-08;
+    q = q * u + 2.081873595672744e-08;
+    q = q * u + 1.5751364670083281e-07;
+    q = q * u + 7.006333871572818e-07;
+    q = q * u + 3.4109406673713215e-06;
+    q = q * u + 1.6945696016474583e-05;
+    q = q * u + 8.7391300555273e-05;
+    q = q * u + 0.0004747178771645507;
+    q = q * u + 0.0027901785716472143;
+    q = q * u + 0.018749999999996082;
+    q = q * u + 0.16666666666666669;
+    return z + z * t * q;
+}
+
+// acos(x) for x in [-1, 1], branch-free (both square roots are taken and
+// selected, so that the loops calling it vectorise).
+inline double acos_v(double x) {
+    const double a = std::fabs(x);
+    const double tb = 0.5 * (1.0 - a);
+    const double zb = std::sqrt(tb);
+    const bool big = a > 0.5;
+    const double t = big ? tb : a * a;  // z^2
+    const double z = big ? zb : a;
+    const double r = asin_core(z, t);
+    const double ac = big ? 2.0 * r : 0.5 * kPi - r;  // acos(|x|)
+    return x < 0.0 ? kPi - ac : ac;
+}
+
+// asin(x) for x in [-1, 1], branch-free.
+inline double asin_v(double x) {
+    const double a = std::fabs(x);
+    const double tb = 0.5 * (1.0 - a);
+    const double zb = std::sqrt(tb);
+    const bool big = a > 0.5;
+    const double t = big ? tb : a * a;
+    const double z = big ? zb : a;
+    const double r = asin_core(z, t);
+    const double as = big ? 0.5 * kPi - 2.0 * r : r;  // asin(|x|)
+    return std::copysign(as, x);
+}
+
+inline double clamp1(double r) { return std::min(1.0, std::max(-1.0, r)); }
+
+// ---------------------------------------------------------------------------
+// nonlinearities
+// ---------------------------------------------------------------------------
+
+// Per-position factors of one image at a nonlinearity: for the homogeneous
+// kernels inv = 1/sqrt(V) (0 where V = 0, so that rho := 0) and sq = sqrt(V);
+// for erf inv = 1/sqrt(1 + 2V).
+inline void position_factors(int64_t fn, const double* v, int64_t n, double* inv, double* sq) {
+    if (fn == FN_ERF) {
+        for (int64_t p = 0; p < n; ++p) {
+            inv[p] = 1.0 / std::sqrt(1.0 + 2.0 * v[p]);
+            sq[p] = 0.0;
+        }
+        return;
+    }
+    for (int64_t p = 0; p < n; ++p) {
+        const double s = std::sqrt(v[p] > 0.0 ? v[p] : 0.0);
+        sq[p] = s;
+        inv[p] = s > 0.0 ? 1.0 / s : 0.0;
+    }
+}
+
+// One contiguous row of entries: K[t] (and Theta[t]) with x-side factors
+// (scalars when XS, else arrays) and y-side arrays.  p = 1/sigma^2 (exp) or
+// the degree (poly).
+template <int FN, bool NTK, bool XS, class T>
+inline void nonlin_row(T* __restrict K, T* __restrict Th, int64_t n, const double* __restrict ixa,
+                       const double* __restrict sxa, const double* __restrict iy,
+                       const double* __restrict sy, double p) {
+    constexpr double inv2pi = 1.0 / (2.0 * kPi);
+    constexpr double invpi = 1.0 / kPi;
+    const double ix0 = ixa[0], sx0 = sxa[0];
+    for (int64_t t = 0; t < n; ++t) {
+        const double ix = XS ? ix0 : ixa[t];
+        const double c = (double)K[t];
+        double kv, dv;
+        if (FN == FN_ERF) {
+            const double z = clamp1(2.0 * c * ix * iy[t]);
+            kv = 2.0 * invpi * asin_v(z);
+            const double w = (1.0 - z) * (1.0 + z);
+            dv = 4.0 * invpi * ix * iy[t] / std::sqrt(std::max(w, 1e-300));
+        } else {
+            const double sx = XS ? sx0 : sxa[t];
+            const double rho = clamp1(c * ix * iy[t]);
+            const double s = sx * sy[t];
+            if (FN == FN_RELU || FN == FN_ARCCOS1) {
+                const double th = acos_v(rho);
+                const double sn = std::sqrt((1.0 - rho) * (1.0 + rho));
+                const double f = FN == FN_RELU ? inv2pi : invpi;
+                kv = s * (sn + (kPi - th) * rho) * f;
+                dv = (kPi - th) * f;
+            } else if (FN == FN_ARCCOS0) {
+                kv = s * (kPi - acos_v(rho)) * invpi;
+                dv = 0.0;
+            } else if (FN == FN_EXP) {
+                const double e = std::exp((rho - 1.0) * p);
+                kv = s * e;
+                dv = e * p;
+            } else if (FN == FN_POLY) {
+                double pw = 1.0;
+                for (int64_t k = 1; k < (int64_t)p; ++k) pw *= rho;
+                kv = s * pw * rho;
+                dv = p * pw;
+            } else {  // FN_LINEAR
+                kv = s * rho;
+                dv = 1.0;
+            }
+        }
+        K[t] = (T)kv;
+        if (NTK) Th[t] = (T)((double)Th[t] * dv);
+    }
+}
+
+// Exact values at a coincident point (same image, same position, rho = 1).
+inline void nonlin_coincident(int64_t fn, double p, double v, double& kv, double& dv) {
+    if (fn == FN_ERF) {
+        const double a = 1.0 + 2.0 * v;
+        kv = (2.0 / kPi) * asin_v(2.0 * v / a);
+        dv = (4.0 / kPi) / std::sqrt(a * a - 4.0 * v * v);
+        return;
+    }
+    if (!(v > 0.0)) {  // zero variance: rho := 0
+        kv = 0.0;
+        switch (fn) {
+            case FN_RELU: dv = 0.25; break;
+            case FN_ARCCOS1: dv = 0.5; break;
+            case FN_ARCCOS0: dv = 0.0; break;
+            case FN_EXP: dv = std::exp(-p) * p; break;
+            case FN_POLY: dv = p == 1.0 ? 1.0 : 0.0; break;
+            default: dv = 1.0; break;
+        }
+        return;
+    }
+    switch (fn) {
+        case FN_RELU: kv = 0.5 * v; dv = 0.5; break;
+        case FN_ARCCOS1: kv = v; dv = 1.0; break;
+        case FN_ARCCOS0: kv = v; dv = 0.0; break;
+        case FN_EXP: kv = v; dv = p; break;
+        case FN_POLY: kv = v; dv = p; break;
+        default: kv = v; dv = 1.0; break;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// states and helpers
+// ---------------------------------------------------------------------------
+
+template <class T>
+struct State {
+    int64_t h = 0, w = 0;
+    int full = 0;
+    std::vector<T> K, Th;
+    int64_t size() const { return full ? h * h * w * w : h * w; }
+};
+
+template <class T>
+inline void add_to(const T* __restrict x, T* __restrict y, int64_t n) {
+    for (int64_t t = 0; t < n; ++t) y[t] += x[t];
+}
+
+template <class T>
+inline void axpy(T a, const T* __restrict x, T* __restrict y, int64_t n) {
+    for (int64_t t = 0; t < n; ++t) y[t] += a * x[t];
+}
+
+// One axis of a convolution: for each tap, the input index of each output
+// (-1 in the zero padding), and for stride 1 without wrap-around the
+// contiguous valid range of outputs with their input offset.
+struct ConvAxis {
+    int64_t n_in = 0, n_out = 0, k = 0;
+    bool contiguous = false;          // stride 1 and zero padding
+    std::vector<int64_t> tab;         // k x n_out
+    std::vector<int64_t> lo, hi, off;  // per tap (contiguous case)
+
+    void set(int64_t nin, int64_t nout, int64_t kk, int64_t s, int64_t dil, int64_t pad,
+             bool circular) {
+        n_in = nin; n_out = nout; k = kk;
+        contiguous = (s == 1 && !circular);
+        tab.assign((size_t)(k * n_out), -1);
+        lo.assign((size_t)k, 0); hi.assign((size_t)k, 0); off.assign((size_t)k, 0);
+        for (int64_t d = 0; d < k; ++d) {
+            int64_t first = n_out, last = -1;
+            for (int64_t a = 0; a < n_out; ++a) {
+                int64_t i = s * a + dil * d - pad;
+                if (circular) {
+                    i %= n_in;
+                    if (i < 0) i += n_in;
+                } else if (i < 0 || i >= n_in) {
+                    i = -1;
+                }
+                tab[(size_t)(d * n_out + a)] = i;
+                if (i >= 0) { first = std::min(first, a); last = a; }
+            }
+            lo[(size_t)d] = first;
+            hi[(size_t)d] = last + 1 > first ? last + 1 : first;
+            off[(size_t)d] = dil * d - pad;
+        }
+    }
+};
+
+// ---------------------------------------------------------------------------
+// the engine: one per thread, buffers reused across pairs
+// ---------------------------------------------------------------------------
+
+template <class T>
+class Engine {
+  public:
+    Engine(const Program& P, int64_t max_depth, int64_t max_size) : P_(P), ntk_(P.ntk != 0) {
+        stack_.resize((size_t)max_depth);
+        for (auto& s : stack_) {
+            s.K.reserve((size_t)max_size);
+            if (ntk_) s.Th.reserve((size_t)max_size);
+        }
+        bufK_.reserve((size_t)max_size);
+        if (ntk_) bufT_.reserve((size_t)max_size);
+    }
+
+    // Runs the program on (x, y).  For the self pass, x == y, tape_x ==
+    // tape_y == tape_rec and `self` is set: nonlinearity inputs are recorded
+    // on the tape and coincident entries use exact values.
+    int run(const T* x, const T* y, const T* tape_x, const T* tape_y, T* tape_rec, bool self,
+            T* out, Error& err) {
+        sp_ = 0;
+        for (int64_t k = 0; k < P_.n_ops; ++k) {
+            const int64_t* r = op_row(P_, k);
+            const double* f = fop_row(P_, k);
+            switch (r[C_CODE]) {
+                case OP_INPUT: op_input(r, f, x, y); break;
+                case OP_CONV: op_conv(r, f); break;
+                case OP_NONLIN: op_nonlin(r, f, tape_x, tape_y, tape_rec, self); break;
+                case OP_POOL: op_pool(r); break;
+                case OP_DIAGSUM: op_diagsum(f); break;
+                case OP_TODIAG: op_todiag(); break;
+                case OP_PUSH: {
+                    State<T>& a = stack_[(size_t)(sp_ - 1)];
+                    State<T>& b = stack_[(size_t)sp_];
+                    b.h = a.h; b.w = a.w; b.full = a.full;
+                    b.K.assign(a.K.begin(), a.K.end());
+                    if (ntk_) b.Th.assign(a.Th.begin(), a.Th.end());
+                    ++sp_;
+                    break;
+                }
+                case OP_SWAP: std::swap(stack_[(size_t)(sp_ - 1)], stack_[(size_t)(sp_ - 2)]); break;
+                case OP_ADD: {
+                    State<T>& a = stack_[(size_t)(sp_ - 1)];
+                    State<T>& b = stack_[(size_t)(sp_ - 2)];
+                    add_to(a.K.data(), b.K.data(), b.size());
+                    if (ntk_) add_to(a.Th.data(), b.Th.data(), b.size());
+                    --sp_;
+                    break;
+                }
+                case OP_POP: --sp_; break;
+                case OP_OUTPUT: {
+                    const State<T>& a = stack_[(size_t)(sp_ - 1)];
+                    const T v = ntk_ ? a.Th[0] : a.K[0];
+                    if (!std::isfinite((double)v))
+                        return err.fail(STATUS_NOT_FINITE,
+                                        "kernel output %lld is not finite (check the input "
+                                        "images for NaN/inf or overflow)", r[C_P0]);
+                    out[r[C_P0]] = v;
+                    break;
+                }
+                default: return err.fail(STATUS_BAD_PROGRAM, "unknown op");
+            }
+        }
+        return STATUS_OK;
+    }
+
+  private:
+    State<T>& top() { return stack_[(size_t)(sp_ - 1)]; }
+
+    void resize(State<T>& s, int64_t h, int64_t w, int full) {
+        s.h = h; s.w = w; s.full = full;
+        s.K.resize((size_t)s.size());
+        if (ntk_) s.Th.resize((size_t)s.size());
+    }
+
+    void op_input(const int64_t* r, const double* f, const T* x, const T* y) {
+        const int64_t H = r[C_OUT_H], W = r[C_OUT_W], C = r[C_P0];
+        const T scale = (T)f[0];
+        sp_ = 1;
+        State<T>& s = top();
+        resize(s, H, W, (int)r[C_MODE_OUT]);
+        T* K = s.K.data();
+        if (s.full) {
+            // channel-major copy of y so that rows are contiguous
+            yT_.resize((size_t)(C * H * W));
+            for (int64_t q = 0; q < H * W; ++q)
+                for (int64_t c = 0; c < C; ++c) yT_[(size_t)(c * H * W + q)] = y[q * C + c];
+            for (int64_t i = 0; i < H; ++i)
+                for (int64_t i2 = 0; i2 < H; ++i2)
+                    for (int64_t j = 0; j < W; ++j) {
+                        T* dst = K + ((i * H + i2) * W + j) * W;
+                        const T* xp = x + (i * W + j) * C;
+                        std::fill(dst, dst + W, T(0));
+                        for (int64_t c = 0; c < C; ++c)
+                            axpy((T)(scale * xp[c]), yT_.data() + c * H * W + i2 * W, dst, W);
+                    }
+        } else {
+            for (int64_t p = 0; p < H * W; ++p) {
+                double acc = 0.0;
+                for (int64_t c = 0; c < C; ++c) acc += (double)x[p * C + c] * (double)y[p * C + c];
+                K[p] = (T)(scale * acc);
+            }
+        }
+        if (ntk_) std::fill(s.Th.begin(), s.Th.end(), T(0));
+    }
+
+    // Window sums (no scaling) of one output block (a, a2) of a full tensor:
+    // height taps into tmp (W x W), then width taps into o (Wo x Wo).
+    void conv_block(const T* src, T* o, int64_t a, int64_t a2, int64_t H, int64_t W) {
+        const int64_t blk = W * W, Wo = cw_.n_out;
+        T* tmp = tmp_.data();
+        std::fill(tmp, tmp + blk, T(0));
+        for (int64_t t = 0; t < ch_.k; ++t) {
+            const int64_t i1 = ch_.tab[(size_t)(t * ch_.n_out + a)];
+            const int64_t i2 = ch_.tab[(size_t)(t * ch_.n_out + a2)];
+            if (i1 < 0 || i2 < 0) continue;
+            add_to(src + (i1 * H + i2) * blk, tmp, blk);
+        }
+        std::fill(o, o + Wo * Wo, T(0));
+        if (cw_.contiguous) {
+            for (int64_t t = 0; t < cw_.k; ++t) {
+                const int64_t lo = cw_.lo[(size_t)t], hi = cw_.hi[(size_t)t], off = cw_.off[(size_t)t];
+                for (int64_t b = lo; b < hi; ++b)
+                    add_to(tmp + (b + off) * W + lo + off, o + b * Wo + lo, hi - lo);
+            }
+        } else {
+            for (int64_t t = 0; t < cw_.k; ++t) {
+                const int64_t* tt = cw_.tab.data() + t * Wo;
+                for (int64_t b = 0; b < Wo; ++b) {
+                    const int64_t j1 = tt[b];
+                    if (j1 < 0) continue;
+                    const T* row = tmp + j1 * W;
+                    T* orow = o + b * Wo;
+                    for (int64_t b2 = 0; b2 < Wo; ++b2) {
+                        const int64_t j2 = tt[b2];
+                        orow[b2] += j2 >= 0 ? row[j2 >= 0 ? j2 : 0] : T(0);
+                    }
+                }
+            }
+        }
+    }
+
+    // Window sums of a diagonal-mode map (H x W) into o (Ho x Wo).
+    void conv_diag(const T* src, T* o, int64_t W) {
+        const int64_t Ho = ch_.n_out, Wo = cw_.n_out;
+        tmp_.resize((size_t)(Ho * W));
+        T* tmp = tmp_.data();
+        std::fill(tmp, tmp + Ho * W, T(0));
+        for (int64_t t = 0; t < ch_.k; ++t)
+            for (int64_t a = 0; a < Ho; ++a) {
+                const int64_t i = ch_.tab[(size_t)(t * Ho + a)];
+                if (i >= 0) add_to(src + i * W, tmp + a * W, W);
+            }
+        std::fill(o, o + Ho * Wo, T(0));
+        for (int64_t a = 0; a < Ho; ++a) {
+            const T* row = tmp + a * W;
+            T* orow = o + a * Wo;
+            if (cw_.contiguous) {
+                for (int64_t t = 0; t < cw_.k; ++t) {
+                    const int64_t lo = cw_.lo[(size_t)t], hi = cw_.hi[(size_t)t];
+                    add_to(row + lo + cw_.off[(size_t)t], orow + lo, hi - lo);
+                }
+            } else {
+                for (int64_t t = 0; t < cw_.k; ++t) {
+                    const int64_t* tt = cw_.tab.data() + t * Wo;
+                    for (int64_t b = 0; b < Wo; ++b)
+                        if (tt[b] >= 0) orow[b] += row[tt[b]];
+                }
+            }
+        }
+    }
+
+    void op_conv(const int64_t* r, const double* f) {
+        State<T>& s = top();
+        const int64_t H = r[C_IN_H], W = r[C_IN_W], Ho = r[C_OUT_H], Wo = r[C_OUT_W];
+        const int64_t kh = r[8], kw = r[9];
+        ch_.set(H, Ho, kh, r[10], r[12], r[14], r[16] != 0);
+        cw_.set(W, Wo, kw, r[11], r[13], r[15], r[17] != 0);
+        const bool trainable = r[18] != 0;
+        const T c = (T)(f[0] / (double)(kh * kw));
+        const T b = (T)f[1];
+        const bool full = s.full != 0;
+        const int64_t n_out = full ? Ho * Ho * Wo * Wo : Ho * Wo;
+        bufK_.resize((size_t)n_out);
+        if (ntk_) bufT_.resize((size_t)n_out);
+        T* oK = bufK_.data();
+        T* oT = ntk_ ? bufT_.data() : nullptr;
+        if (full) {
+            tmp_.resize((size_t)(W * W));
+            const int64_t ob = Wo * Wo;
+            for (int64_t a = 0; a < Ho; ++a)
+                for (int64_t a2 = 0; a2 < Ho; ++a2) {
+                    const int64_t o = (a * Ho + a2) * ob;
+                    conv_block(s.K.data(), oK + o, a, a2, H, W);
+                    if (ntk_) conv_block(s.Th.data(), oT + o, a, a2, H, W);
+                    epilogue(oK + o, oT ? oT + o : nullptr, ob, c, b, trainable);
+                }
+        } else {
+            conv_diag(s.K.data(), oK, W);
+            if (ntk_) conv_diag(s.Th.data(), oT, W);
+            epilogue(oK, oT, n_out, c, b, trainable);
+        }
+        s.K.swap(bufK_);
+        if (ntk_) s.Th.swap(bufT_);
+        s.h = Ho; s.w = Wo;
+        s.full = (int)r[C_MODE_OUT];  // a 1x1 output may switch to diagonal mode
+    }
+
+    // K' = c A[K] + b; Theta' = c A[Theta] (+ K' if trainable)
+    static void epilogue(T* __restrict K, T* __restrict Th, int64_t n, T c, T b, bool trainable) {
+        for (int64_t t = 0; t < n; ++t) K[t] = c * K[t] + b;
+        if (!Th) return;
+        if (trainable)
+            for (int64_t t = 0; t < n; ++t) Th[t] = c * Th[t] + K[t];
+        else
+            for (int64_t t = 0; t < n; ++t) Th[t] *= c;
+    }
+
+    template <int FN>
+    void nonlin_apply(State<T>& s, const double* ix, const double* sx, const double* iy,
+                      const double* sy, double p) {
+        const int64_t H = s.h, W = s.w;
+        T* K = s.K.data();
+        T* Th = ntk_ ? s.Th.data() : nullptr;
+        if (s.full) {
+            for (int64_t i = 0; i < H; ++i)
+                for (int64_t i2 = 0; i2 < H; ++i2)
+                    for (int64_t j = 0; j < W; ++j) {
+                        const int64_t e = ((i * H + i2) * W + j) * W;
+                        const int64_t px = i * W + j, qy = i2 * W;
+                        if (ntk_)
+                            nonlin_row<FN, true, true>(K + e, Th + e, W, ix + px, sx + px,
+                                                       iy + qy, sy + qy, p);
+                        else
+                            nonlin_row<FN, false, true>(K + e, Th, W, ix + px, sx + px, iy + qy,
+                                                        sy + qy, p);
+                    }
+        } else {
+            if (ntk_)
+                nonlin_row<FN, true, false>(K, Th, H * W, ix, sx, iy, sy, p);
+            else
+                nonlin_row<FN, false, false>(K, Th, H * W, ix, sx, iy, sy, p);
+        }
+    }
+
+    // The tape of an image holds, per nonlinearity, its per-position factors
+    // [inv (H*W) | sq (H*W)] (see position_factors), computed by the self pass
+    // from the self-variances, so that the pair pass takes no square root.
+    const double* factors(const T* tape, std::vector<double>& buf, int64_t n) {
+        if (std::is_same<T, double>::value) return reinterpret_cast<const double*>(tape);
+        buf.resize((size_t)n);
+        for (int64_t q = 0; q < n; ++q) buf[(size_t)q] = (double)tape[q];
+        return buf.data();
+    }
+
+    void op_nonlin(const int64_t* r, const double* f, const T* tape_x, const T* tape_y,
+                   T* tape_rec, bool self) {
+        State<T>& s = top();
+        const int64_t H = s.h, W = s.w, HW = H * W;
+        const int64_t off = r[C_P0 + 1];
+        const int64_t fn = r[C_P0];
+        const double p = fn == FN_EXP ? 1.0 / (f[0] * f[0]) : (double)r[C_P0 + 2];
+        T* K = s.K.data();
+        T* Th = ntk_ ? s.Th.data() : nullptr;
+        if (self) {
+            // the self-variances give this image's factors; keep the coincident entries
+            diagK_.resize((size_t)HW);
+            diagT_.resize((size_t)HW);
+            fx_.resize((size_t)(2 * HW));
+            for (int64_t i = 0; i < H; ++i)
+                for (int64_t j = 0; j < W; ++j) {
+                    const int64_t e = s.full ? ((i * H + i) * W + j) * W + j : i * W + j;
+                    diagK_[(size_t)(i * W + j)] = (double)K[e];
+                    diagT_[(size_t)(i * W + j)] = ntk_ ? (double)Th[e] : 0.0;
+                }
+            position_factors(fn, diagK_.data(), HW, fx_.data(), fx_.data() + HW);
+            for (int64_t q = 0; q < 2 * HW; ++q) tape_rec[off + q] = (T)fx_[(size_t)q];
+        }
+        const double* ix = factors(tape_x + off, fx_, 2 * HW);
+        const double* iy = self ? ix : factors(tape_y + off, fy_, 2 * HW);
+        const double* sx = ix + HW;
+        const double* sy = iy + HW;
+        if (!(self && !s.full)) {  // a self pass in diagonal mode is all coincident
+            switch (fn) {
+                case FN_RELU: nonlin_apply<FN_RELU>(s, ix, sx, iy, sy, p); break;
+                case FN_ERF: nonlin_apply<FN_ERF>(s, ix, sx, iy, sy, p); break;
+                case FN_EXP: nonlin_apply<FN_EXP>(s, ix, sx, iy, sy, p); break;
+                case FN_ARCCOS0: nonlin_apply<FN_ARCCOS0>(s, ix, sx, iy, sy, p); break;
+                case FN_ARCCOS1: nonlin_apply<FN_ARCCOS1>(s, ix, sx, iy, sy, p); break;
+                case FN_POLY: nonlin_apply<FN_POLY>(s, ix, sx, iy, sy, p); break;
+                default: nonlin_apply<FN_LINEAR>(s, ix, sx, iy, sy, p); break;
+            }
+        }
+        if (self) {
+            for (int64_t i = 0; i < H; ++i)
+                for (int64_t j = 0; j < W; ++j) {
+                    const int64_t e = s.full ? ((i * H + i) * W + j) * W + j : i * W + j;
+                    double kv, dv;
+                    nonlin_coincident(fn, p, diagK_[(size_t)(i * W + j)], kv, dv);
+                    K[e] = (T)kv;
+                    if (ntk_) Th[e] = (T)(diagT_[(size_t)(i * W + j)] * dv);
+                }
+        }
+    }
+
+    // P M P^T with separable CSR matrices, full mode; or the diagonal rule.
+    void pool_apply(const int64_t* r, const T* src, T* dst, bool full, int64_t H, int64_t W,
+                    int64_t Ho, int64_t Wo) {
+        const int64_t* hp = P_.blob_i + r[8];
+        const int64_t* hi = P_.blob_i + r[9];
+        const double* hv = P_.blob_f + r[9];
+        const int64_t* wp = P_.blob_i + r[10];
+        const int64_t* wi = P_.blob_i + r[11];
+        const double* wv = P_.blob_f + r[11];
+        if (!full) {  // each output row has at most one tap: K'[a,b] = ph^2 pw^2 K[i,j]
+            std::fill(dst, dst + Ho * Wo, T(0));
+            for (int64_t a = 0; a < Ho; ++a)
+                for (int64_t u = hp[a]; u < hp[a + 1]; ++u)
+                    for (int64_t b = 0; b < Wo; ++b)
+                        for (int64_t v = wp[b]; v < wp[b + 1]; ++v)
+                            dst[a * Wo + b] += (T)(hv[u] * hv[u] * wv[v] * wv[v]) * src[hi[u] * W + wi[v]];
+            return;
+        }
+        const int64_t blk = W * W;
+        // step 1: first height axis -> p1_[a][i'][j][j']
+        p1_.resize((size_t)(Ho * H * blk));
+        T* t1 = p1_.data();
+        std::fill(t1, t1 + Ho * H * blk, T(0));
+        for (int64_t a = 0; a < Ho; ++a)
+            for (int64_t u = hp[a]; u < hp[a + 1]; ++u)
+                axpy((T)hv[u], src + hi[u] * H * blk, t1 + a * H * blk, H * blk);
+        // steps 2-4 per output block (a, a'): second height axis, then both width axes
+        tmp_.resize((size_t)(blk + Wo * W));
+        T* t2 = tmp_.data();
+        T* t3 = t2 + blk;
+        for (int64_t a = 0; a < Ho; ++a)
+            for (int64_t a2 = 0; a2 < Ho; ++a2) {
+                std::fill(t2, t2 + blk, T(0));
+                for (int64_t u = hp[a2]; u < hp[a2 + 1]; ++u)
+                    axpy((T)hv[u], t1 + (a * H + hi[u]) * blk, t2, blk);
+                std::fill(t3, t3 + Wo * W, T(0));
+                for (int64_t b = 0; b < Wo; ++b)
+                    for (int64_t v = wp[b]; v < wp[b + 1]; ++v) axpy((T)wv[v], t2 + wi[v] * W, t3 + b * W, W);
+                T* o = dst + (a * Ho + a2) * Wo * Wo;
+                for (int64_t b = 0; b < Wo; ++b)
+                    for (int64_t b2 = 0; b2 < Wo; ++b2) {
+                        double acc = 0.0;
+                        for (int64_t v = wp[b2]; v < wp[b2 + 1]; ++v) acc += wv[v] * (double)t3[b * W + wi[v]];
+                        o[b * Wo + b2] = (T)acc;
+                    }
+            }
+    }
+
+    void op_pool(const int64_t* r) {
+        State<T>& s = top();
+        const int64_t H = r[C_IN_H], W = r[C_IN_W], Ho = r[C_OUT_H], Wo = r[C_OUT_W];
+        const bool full = s.full != 0;
+        const int64_t n_out = full ? Ho * Ho * Wo * Wo : Ho * Wo;
+        bufK_.resize((size_t)n_out);
+        pool_apply(r, s.K.data(), bufK_.data(), full, H, W, Ho, Wo);
+        s.K.swap(bufK_);
+        if (ntk_) {
+            bufT_.resize((size_t)n_out);
+            pool_apply(r, s.Th.data(), bufT_.data(), full, H, W, Ho, Wo);
+            s.Th.swap(bufT_);
+        }
+        s.h = Ho; s.w = Wo;
+        s.full = (int)r[C_MODE_OUT];  // a 1x1 output may switch to diagonal mode
+    }
+
+    double diag_sum(const std::vector<T>& M, const State<T>& s) const {
+        double acc = 0.0;
+        if (s.full) {
+            for (int64_t i = 0; i < s.h; ++i)
+                for (int64_t j = 0; j < s.w; ++j)
+                    acc += (double)M[(size_t)(((i * s.h + i) * s.w + j) * s.w + j)];
+        } else {
+            for (int64_t p = 0; p < s.h * s.w; ++p) acc += (double)M[(size_t)p];
+        }
+        return acc;
+    }
+
+    void op_diagsum(const double* f) {
+        State<T>& s = top();
+        const double kv = f[0] * diag_sum(s.K, s);
+        const double tv = ntk_ ? f[0] * diag_sum(s.Th, s) : 0.0;
+        resize(s, 1, 1, 0);
+        s.K[0] = (T)kv;
+        if (ntk_) s.Th[0] = (T)tv;
+    }
+
+    void op_todiag() {
+        State<T>& s = top();
+        if (!s.full) return;
+        const int64_t H = s.h, W = s.w;
+        for (int64_t i = 0; i < H; ++i)
+            for (int64_t j = 0; j < W; ++j) {
+                const size_t e = (size_t)(((i * H + i) * W + j) * W + j);
+                s.K[(size_t)(i * W + j)] = s.K[e];  // e >= i*W+j: safe in place
+                if (ntk_) s.Th[(size_t)(i * W + j)] = s.Th[e];
+            }
+        resize(s, H, W, 0);
+    }
+
+    const Program& P_;
+    const bool ntk_;
+    std::vector<State<T>> stack_;
+    int64_t sp_ = 0;
+    std::vector<T> bufK_, bufT_, tmp_, p1_, yT_;
+    std::vector<double> fx_, fy_, diagK_, diagT_;
+    ConvAxis ch_, cw_;
+};
+
+// ---------------------------------------------------------------------------
+// passes
+// ---------------------------------------------------------------------------
+
+template <class T>
+int self_pass(const Program* prog, const T* X, int64_t n, T* tapes, T* self_out, char* msg,
+              int msg_len) {
+    Error err{msg, msg_len};
+    try {
+        int64_t depth = 0, size = 0;
+        int st = check_program_impl(*prog, &depth, &size, err);
+        if (st) return st;
+        Engine<T> eng(*prog, depth, size);
+        const int64_t img = prog->height * prog->width * prog->channels;
+        for (int64_t i = 0; i < n; ++i) {
+            const T* x = X + i * img;
+            T* tape = tapes + i * prog->tape_len;
+            st = eng.run(x, x, tape, tape, tape, true, self_out + i * prog->n_outputs, err);
+            if (st) return st;
+        }
+    } catch (const std::bad_alloc&) {
+        return err.fail(STATUS_NO_MEMORY, "out of memory in the self pass");
+    } catch (...) {
+        return err.fail(STATUS_BAD_PROGRAM, "unexpected C++ exception in the self pass");
+    }
+    return STATUS_OK;
+}
+
+template <class T>
+int pair_tile(const Program* prog, const T* X, const T* tx, int64_t nx, int64_t x0, const T* Y,
+              const T* ty, int64_t ny, int64_t y0, int upper_only, T* out, int64_t s_out,
+              int64_t s_row, int64_t s_col, char* msg, int msg_len) {
+    Error err{msg, msg_len};
+    try {
+        int64_t depth = 0, size = 0;
+        int st = check_program_impl(*prog, &depth, &size, err);
+        if (st) return st;
+        Engine<T> eng(*prog, depth, size);
+        const int64_t img = prog->height * prog->width * prog->channels;
+        const int64_t L = prog->tape_len, n_out = prog->n_outputs;
+        std::vector<T> res((size_t)n_out);
+        for (int64_t i = 0; i < nx; ++i)
+            for (int64_t j = 0; j < ny; ++j) {
+                if (upper_only && x0 + i >= y0 + j) continue;
+                st = eng.run(X + i * img, Y + j * img, tx + i * L, ty + j * L, nullptr, false,
+                             res.data(), err);
+                if (st) return st;
+                for (int64_t o = 0; o < n_out; ++o) out[o * s_out + i * s_row + j * s_col] = res[(size_t)o];
+            }
+    } catch (const std::bad_alloc&) {
+        return err.fail(STATUS_NO_MEMORY, "out of memory in the pair pass");
+    } catch (...) {
+        return err.fail(STATUS_BAD_PROGRAM, "unexpected C++ exception in the pair pass");
+    }
+    return STATUS_OK;
+}
+
+template <class T>
+int pair_list(const Program* prog, const T* X, const T* tx, int64_t nx, const T* Y, const T* ty,
+              int64_t ny, const int64_t* ii, const int64_t* jj, int64_t n_pairs, T* out,
+              char* msg, int msg_len) {
+    Error err{msg, msg_len};
+    try {
+        int64_t depth = 0, size = 0;
+        int st = check_program_impl(*prog, &depth, &size, err);
+        if (st) return st;
+        for (int64_t t = 0; t < n_pairs; ++t)
+            if (ii[t] < 0 || ii[t] >= nx || jj[t] < 0 || jj[t] >= ny)
+                return err.fail(STATUS_BAD_ARGUMENT, "pair %lld indexes outside the images", t);
+        Engine<T> eng(*prog, depth, size);
+        const int64_t img = prog->height * prog->width * prog->channels;
+        const int64_t L = prog->tape_len;
+        for (int64_t t = 0; t < n_pairs; ++t) {
+            const int64_t i = ii[t], j = jj[t];
+            st = eng.run(X + i * img, Y + j * img, tx + i * L, ty + j * L, nullptr, false,
+                         out + t * prog->n_outputs, err);
+            if (st) return st;
+        }
+    } catch (const std::bad_alloc&) {
+        return err.fail(STATUS_NO_MEMORY, "out of memory in the pair pass");
+    } catch (...) {
+        return err.fail(STATUS_BAD_PROGRAM, "unexpected C++ exception in the pair pass");
+    }
+    return STATUS_OK;
+}
+
+}  // namespace CK_ARCH
+}  // namespace convkernel
