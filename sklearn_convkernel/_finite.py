@@ -1,0 +1,247 @@
+"""Finite random networks sampled from an architecture spec (NumPy, for tests).
+
+As the width grows, the empirical kernel of a random network,
+``(1/C_out) sum_c f_c(x) f_c(y)``, converges to the NNGP / CKN kernel that
+:func:`sklearn_convkernel._reference.reference_gram` computes exactly.  This
+gives an independent Monte-Carlo check of the recursion (DESIGN.md §6.3).
+
+Parameterisation (neural-tangents' "ntk" parameterisation, standard normal
+parameters scaled by the fan-in):
+
+* every :class:`~sklearn_convkernel.arch.Conv` / ``Dense`` has ``width``
+  output channels, weights ``~ N(0, weight_var / (kh kw C_in))`` and biases
+  ``~ N(0, bias_var)``;
+* ``input_norm="sum"`` multiplies the input by ``sqrt(C)``, which is the same
+  as drawing the first layer's weights from ``N(0, weight_var / (kh kw))``;
+* nonlinearities act pointwise: ReLU ``max(0, u)``, Erf ``erf(u)``,
+  ``ArcCosKernel(1)`` ``sqrt(2) relu(u)``, ``LinearKernel`` the identity.
+  The other homogeneous kernels ``sqrt(Vx Vy) kappa(rho)`` use an exact
+  random-feature map of ``kappa`` applied to the normalised pre-activation,
+  ``f(u) = sqrt(V) g(u / sqrt(V))`` with ``E[g(a) g(b)] = kappa(rho)`` for
+  standard normal (a, b) of correlation rho: ``g = sqrt(2) step`` (arc-cosine
+  order 0), ``g(a) = exp(a / sigma - 1 / sigma^2)`` (ExpKernel),
+  ``g = He_d / sqrt(d!)`` (PolyKernel, probabilists' Hermite polynomial).
+  ``V`` is the *empirical* per-position variance ``(1/C) sum_c u_c(p)^2`` of
+  the pre-activation, which converges to ``Vx[p]`` as the width grows;
+* pools and readouts act per channel; ``Flatten`` reshapes the map into
+  ``H W C`` channels of a 1x1 map (so a following Dense has fan-in ``H W C``),
+  ``Trace`` does the same scaled by ``sqrt(H W)``; ``GlobalAvgPool`` averages
+  each channel over positions;
+* ``Sum`` branches have their own weights and their outputs are added;
+  ``Tap`` read-outs are ignored (only the final output is returned).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+from numpy.polynomial import hermite_e
+from scipy.special import erf
+
+from . import arch as _arch
+from ._reference import _axis_geometry, _axis_padding, _pool_matrices
+
+__all__ = ["FiniteNetwork", "sample_network", "empirical_kernel"]
+
+
+def _entropy(random_state):
+    """An integer seed from an int, None, a Generator, a RandomState or a SeedSequence."""
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(0, 2**31 - 1))
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        return int(random_state)
+    return int(np.random.default_rng(random_state).integers(0, 2**63 - 1))
+
+
+class FiniteNetwork:
+    """A finite random network drawn from an architecture.
+
+    The parameters of the ``i``-th parameterised layer (depth-first order) are
+    drawn from ``np.random.default_rng([seed, i])`` when first needed and
+    cached per fan-in, so the network is a fixed function of its inputs for any
+    image size.
+
+    Call it on images of shape (n, H, W, C) to get the final 1x1 map's
+    channels, shape (n, C_out).
+    """
+
+    def __init__(self, architecture, input_channels, width, random_state=None):
+        if not isinstance(architecture, _arch.Layer):
+            raise ValueError(f"architecture must be a layer, got {architecture!r}.")
+        if not isinstance(width, numbers.Integral) or width < 1:
+            raise ValueError(f"width must be a positive int, got {width!r}.")
+        if not isinstance(input_channels, numbers.Integral) or input_channels < 1:
+            raise ValueError(f"input_channels must be a positive int, got {input_channels!r}.")
+        self.architecture = architecture
+        self.input_channels = int(input_channels)
+        self.width = int(width)
+        self.seed = _entropy(random_state)
+        self._params = {}
+
+    # -- parameters --------------------------------------------------------
+
+    def _weights(self, index, layer, c_in):
+        key = (index, c_in)
+        if key not in self._params:
+            rng = np.random.default_rng([self.seed, index])
+            kh, kw = layer.size
+            std = math.sqrt(layer.weight_var / (kh * kw * c_in))
+            W = std * rng.standard_normal((kh, kw, c_in, self.width))
+            b = math.sqrt(layer.bias_var) * rng.standard_normal(self.width)
+            self._params[key] = (W, b)
+        return self._params[key]
+
+    # -- forward pass ------------------------------------------------------
+
+    def __call__(self, X):
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 4 or X.shape[3] != self.input_channels:
+            raise ValueError(
+                f"expected images of shape (n, H, W, {self.input_channels}), got {X.shape}."
+            )
+        _arch.validate(self.architecture, X.shape[1:3])
+        if self.architecture.input_norm == "sum":
+            X = X * math.sqrt(X.shape[3])
+        counter = iter(range(10**9))
+        out = self._forward(self.architecture, X, counter)
+        assert out.shape[1:3] == (1, 1)
+        return out[:, 0, 0, :]
+
+    def _forward(self, layer, h, counter):
+        if isinstance(layer, _arch.Sequential):
+            for sub in layer.layers:
+                h = self._forward(sub, h, counter)
+            return h
+        if isinstance(layer, _arch.Sum):
+            outs = [self._forward(b, h, counter) for b in layer.branches]
+            if len({o.shape for o in outs}) != 1:
+                raise ValueError(
+                    "Sum: the branches of a finite network must produce the same number of "
+                    f"channels, got shapes {[o.shape for o in outs]} (an Identity shortcut "
+                    "needs an input with `width` channels)."
+                )
+            return sum(outs)
+        if isinstance(layer, _arch.Tap):
+            # keep the parameter numbering stable but ignore the read-out
+            for sub in _walk(layer.readout):
+                if isinstance(sub, (_arch.Conv, _arch.Dense)):
+                    next(counter)
+            return h
+        if isinstance(layer, _arch.Dense):
+            index = next(counter)
+            return self._conv(h, layer.as_conv(), index)
+        if isinstance(layer, _arch.Conv):
+            index = next(counter)
+            return self._conv(h, layer, index)
+        if isinstance(layer, _SUPPORTED_NONLIN):
+            return _pointwise(layer, h)
+        if isinstance(layer, _arch.GlobalAvgPool):
+            return h.mean(axis=(1, 2), keepdims=True)
+        if isinstance(layer, (_arch.AvgPool, _arch.GaussianPool, _arch.BoxPool,
+                              _arch.StridedPool)):
+            Ph, Pw = _pool_matrices(layer, h.shape[1:3])
+            return np.einsum("ai,bj,nijc->nabc", Ph, Pw, h, optimize=True)
+        if isinstance(layer, _arch.Flatten):
+            return h.reshape(h.shape[0], 1, 1, -1)
+        if isinstance(layer, _arch.Trace):
+            return math.sqrt(h.shape[1] * h.shape[2]) * h.reshape(h.shape[0], 1, 1, -1)
+        raise TypeError(f"finite networks do not support {layer!r}")
+
+    def _conv(self, h, layer, index):
+        n, H, W, c_in = h.shape
+        Wt, b = self._weights(index, layer, c_in)
+        kh, kw = layer.size
+        sh, sw = layer.stride
+        dh, dw = layer.dilation
+        lo_h, hi_h, circ, oh = _axis_geometry(_axis_padding(layer.padding, 0), H, kh, sh, dh)
+        lo_w, hi_w, _, ow = _axis_geometry(_axis_padding(layer.padding, 1), W, kw, sw, dw)
+        hp = np.pad(h, [(0, 0), (lo_h, hi_h), (lo_w, hi_w), (0, 0)],
+                    mode="wrap" if circ else "constant")
+        patches = [
+            hp[:, dh * th: dh * th + sh * (oh - 1) + 1: sh,
+               dw * tw: dw * tw + sw * (ow - 1) + 1: sw, :]
+            for th in range(kh) for tw in range(kw)
+        ]
+        # im2col: one GEMM over (taps x input channels)
+        cols = np.concatenate(patches, axis=-1).reshape(n * oh * ow, kh * kw * c_in)
+        out = (cols @ Wt.reshape(kh * kw * c_in, self.width)).reshape(n, oh, ow, self.width)
+        return out + b
+
+
+_SUPPORTED_NONLIN = (_arch.ReLU, _arch.Erf, _arch.ArcCosKernel, _arch.ExpKernel,
+                     _arch.PolyKernel, _arch.LinearKernel)
+
+
+def _walk(layer):
+    yield layer
+    if isinstance(layer, _arch.Sequential):
+        for sub in layer.layers:
+            yield from _walk(sub)
+    elif isinstance(layer, _arch.Sum):
+        for b in layer.branches:
+            yield from _walk(b)
+    elif isinstance(layer, _arch.Tap):
+        yield from _walk(layer.readout)
+
+
+def _pointwise(layer, u):
+    if isinstance(layer, _arch.ReLU):
+        return np.maximum(u, 0.0)
+    if isinstance(layer, _arch.Erf):
+        return erf(u)
+    if isinstance(layer, _arch.LinearKernel):
+        return u
+    if isinstance(layer, _arch.ArcCosKernel) and layer.order == 1:
+        return math.sqrt(2.0) * np.maximum(u, 0.0)
+    # homogeneous kernels: f(u) = sqrt(V) g(u / sqrt(V)), V the empirical variance
+    V = np.mean(u * u, axis=-1, keepdims=True)
+    scale = np.sqrt(V)
+    a = np.divide(u, scale, out=np.zeros_like(u), where=scale > 0)
+    if isinstance(layer, _arch.ArcCosKernel):  # order 0
+        g = math.sqrt(2.0) * (a > 0)
+    elif isinstance(layer, _arch.ExpKernel):
+        s = layer.sigma
+        g = np.exp(a / s - 1.0 / s**2)
+    elif isinstance(layer, _arch.PolyKernel):
+        d = layer.degree
+        g = hermite_e.hermeval(a, [0.0] * d + [1.0]) / math.sqrt(math.factorial(d))
+    else:  # pragma: no cover
+        raise NotImplementedError(f"finite networks do not support {layer!r}")
+    return scale * g
+
+
+def sample_network(architecture, input_channels, width, random_state=None):
+    """Draw a finite random network of the given width from ``architecture``.
+
+    Returns a callable ``f(X) -> (n, C_out)`` (see :class:`FiniteNetwork`).
+    """
+    return FiniteNetwork(architecture, input_channels, width, random_state)
+
+
+def empirical_kernel(X, Y=None, *, architecture, width, n_networks, random_state=None):
+    """Monte-Carlo estimate of the NNGP kernel from finite random networks.
+
+    Returns ``(mean, stderr)``: the mean over ``n_networks`` independent networks
+    of the empirical kernel ``(1/C_out) sum_c f_c(x) f_c(y)`` (shape
+    (n_X, n_Y)), and its standard error across networks.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 4:
+        raise ValueError(f"X must have shape (n, H, W, C), got {X.shape}.")
+    if Y is not None:
+        Y = np.asarray(Y, dtype=np.float64)
+        if Y.ndim != 4 or Y.shape[1:] != X.shape[1:]:
+            raise ValueError(f"Y must have shape (n, {X.shape[1:]}), got {Y.shape}.")
+    if not isinstance(n_networks, numbers.Integral) or n_networks < 2:
+        raise ValueError(f"n_networks must be an int >= 2, got {n_networks!r}.")
+    seeds = np.random.SeedSequence(_entropy(random_state)).generate_state(n_networks, np.uint64)
+    samples = []
+    for seed in seeds:
+        net = sample_network(architecture, X.shape[3], width, int(seed))
+        fX = net(X)
+        fY = fX if Y is None else net(Y)
+        samples.append(fX @ fY.T / fX.shape[1])
+    samples = np.stack(samples)
+    return samples.mean(axis=0), samples.std(axis=0, ddof=1) / math.sqrt(n_networks)

@@ -1,0 +1,293 @@
+"""The compiled engine (``conv_kernel``) against the slow reference oracle.
+
+Every layer type and option, NNGP and NTK, signed and non-negative inputs,
+1 and 3 channels, non-square images, X != Y and Y = None.  The oracle
+(``sklearn_convkernel._reference``) is itself tested in test_reference.py.
+"""
+
+import numpy as np
+import pytest
+
+from sklearn_convkernel import conv_kernel
+from sklearn_convkernel._reference import reference_gram
+from sklearn_convkernel.arch import (
+    ArcCosKernel,
+    AvgPool,
+    BoxPool,
+    Conv,
+    Dense,
+    Erf,
+    ExpKernel,
+    Flatten,
+    GaussianPool,
+    GlobalAvgPool,
+    Identity,
+    LinearKernel,
+    PolyKernel,
+    ReLU,
+    Sequential,
+    StridedPool,
+    Sum,
+    Tap,
+    Trace,
+)
+
+# Architectures that fit both 7x5 and 6x9 images.  ``pools`` marks the ones
+# with position-mixing layers (the others admit the diagonal-only path).
+S = Sequential
+ARCHS = {
+    # --- convolutions: paddings, sizes, strides, dilation ----------------
+    "conv3-same": S(Conv(3, weight_var=2, bias_var=0.1), ReLU(), Flatten(),
+                    Dense(bias_var=0.05)),
+    "conv-even-same": S(Conv(2, weight_var=2), ReLU(), Conv(4, weight_var=2, bias_var=0.2),
+                        ReLU(), Flatten(), Dense()),
+    "conv-valid": S(Conv(3, padding="valid", weight_var=2, bias_var=0.2), ReLU(),
+                    Conv(2, padding="valid"), Flatten()),
+    "conv-int-pad": S(Conv(3, padding=2, weight_var=2), ReLU(), Conv((2, 3), padding=1),
+                      ReLU(), Flatten()),
+    "conv-explicit-pad": S(Conv(2, padding=((1, 0), (0, 1)), weight_var=2), ReLU(),
+                           Conv(3, padding=((2, 0), (0, 2)), weight_var=2), ReLU(), Flatten(),
+                           Dense()),
+    "conv-rect": S(Conv((3, 1), weight_var=2), ReLU(), Conv((1, 4), bias_var=0.3), ReLU(),
+                   Trace()),
+    "stride": S(Conv(3, stride=2, weight_var=2, bias_var=0.1), ReLU(),
+                Conv(2, stride=(1, 2)), ReLU(), Flatten(), Dense()),
+    "stride-valid": S(Conv(3, stride=(2, 1), padding="valid", weight_var=2), ReLU(),
+                      Conv(2, stride=2, padding=1), Flatten()),
+    "dilation": S(Conv(3, dilation=2, weight_var=2), ReLU(),
+                  Conv(2, dilation=(1, 2), padding="valid", bias_var=0.1), ReLU(), Flatten()),
+    "dilation-stride": S(Conv(2, dilation=2, stride=2, weight_var=2), ReLU(), Flatten(), Dense()),
+    "circular-diag": S(Conv(3, padding="circular", weight_var=2, bias_var=0.1), ReLU(),
+                       Conv(2, padding="circular"), ReLU(), Flatten()),
+    "circular-gap": S(Conv(3, padding="circular", weight_var=2), ReLU(),
+                      Conv(4, padding="circular", stride=2), ReLU(), GlobalAvgPool(), Dense()),
+    "circular-big": S(Conv(7, padding="circular", weight_var=2), ReLU(), Flatten()),
+    "untrained": S(Conv(3, weight_var=2, trainable=False), ReLU(), Conv(3, weight_var=2),
+                   ReLU(), Conv(1, trainable=False), Flatten(), Dense(trainable=False)),
+    "dense-on-map": S(Conv(3), ReLU(), Dense(weight_var=2, bias_var=0.1), ReLU(), Flatten()),
+    "linear": S(Conv(3, bias_var=0.2), Conv(2, stride=2), Flatten(), Dense()),
+    "deep": S(*[layer for _ in range(4) for layer in (Conv(3, weight_var=2, bias_var=0.05),
+                                                     ReLU())], Flatten(), Dense()),
+    # --- nonlinearities ---------------------------------------------------
+    "erf": S(Conv(3, weight_var=3, bias_var=0.2), Erf(), Conv(3, weight_var=2), Erf(),
+             Flatten(), Dense()),
+    "exp": S(Conv(3, weight_var=9), ExpKernel(0.6), Conv(2, weight_var=4), ExpKernel(1.2),
+             Trace(), input_norm="sum"),
+    "arccos1": S(Conv(3), ArcCosKernel(1), Conv(3), ArcCosKernel(1), Flatten()),
+    "arccos0": S(Conv(3), ArcCosKernel(0), Conv(3), ArcCosKernel(1), Flatten()),
+    "poly": S(Conv(3, bias_var=0.5), PolyKernel(2), Conv(1), PolyKernel(3), Conv(2),
+              LinearKernel(), Flatten()),
+    # --- pools ------------------------------------------------------------
+    "avgpool": S(Conv(3, weight_var=2), ReLU(), AvgPool(2), Conv(3, bias_var=0.1), ReLU(),
+                 GlobalAvgPool(), Dense()),
+    "avgpool-same-stride": S(Conv(3, weight_var=2), ReLU(), AvgPool(3, stride=2, padding="same"),
+                             Conv(2), ReLU(), Flatten(), Dense()),
+    "avgpool-padding": S(Conv(3, weight_var=2), ReLU(), AvgPool((2, 3), padding=1), Conv(1),
+                         ReLU(), AvgPool(2, padding=((1, 0), (0, 1))), Flatten()),
+    "avgpool-circular": S(Conv(2, weight_var=2), Erf(), AvgPool(3, padding="circular"),
+                          Conv(3), ReLU(), Trace()),
+    "gaussianpool": S(Conv(3, weight_var=9), ExpKernel(0.6), GaussianPool(2),
+                      Conv(2, weight_var=4, padding=((1, 0), (1, 0))), ArcCosKernel(1), Trace(),
+                      input_norm="sum"),
+    "gaussianpool-factor": S(Conv(3, weight_var=2), ReLU(), GaussianPool(1, poolfactor=2),
+                             Conv(3), ReLU(), GaussianPool(1), Flatten(), Dense()),
+    "boxpool": S(Conv(3, weight_var=2), ReLU(), BoxPool(2), Conv(2), ReLU(),
+                 BoxPool(1, poolfactor=2), Trace()),
+    "boxpool-factor": S(Conv(3, weight_var=9), ArcCosKernel(1), BoxPool(2, poolfactor=3),
+                        Conv(2, weight_var=4), ArcCosKernel(1), Trace(), input_norm="sum"),
+    "stridedpool": S(Conv(3, weight_var=2), ReLU(), StridedPool(2), Conv(1), ReLU(),
+                     Flatten(), Dense()),
+    "stridedpool-1": S(Conv(3, weight_var=2), ReLU(), StridedPool(1), Conv(3), ReLU(),
+                       GlobalAvgPool()),
+    # --- readouts ---------------------------------------------------------
+    "gap-dense-relu-dense": S(Conv(3, weight_var=2), ReLU(), GlobalAvgPool(),
+                              Dense(weight_var=2, bias_var=0.1), ReLU(), Dense(bias_var=0.2)),
+    "flatten-dense-erf-dense": S(Conv(3, weight_var=2), ReLU(), Flatten(), Dense(weight_var=2),
+                                 Erf(), Dense()),
+    "trace-sum": S(Conv(3, weight_var=9), ReLU(), Conv(3, weight_var=9), ReLU(), Trace(),
+                   input_norm="sum"),
+    "gap-linear": S(Conv(3, weight_var=2), GlobalAvgPool(), Dense()),
+    # --- residual sums ----------------------------------------------------
+    "residual": S(Conv(3), Sum(Identity(), S(ReLU(), Conv(3, weight_var=2))), ReLU(),
+                  Flatten(), Dense()),
+    "sum-after-relu": S(Conv(3, weight_var=2), ReLU(),
+                        Sum(Identity(), S(Conv(3, weight_var=2), ReLU(), Conv(1))),
+                        GlobalAvgPool(), Dense()),
+    "sum-three-branches": S(Conv(3, weight_var=2), ReLU(),
+                            Sum(AvgPool(3, padding="same"), S(Conv(3), ReLU()),
+                                Conv(1, bias_var=0.2)),
+                            Flatten(), Dense()),
+    "sum-strided-projection": S(Conv(3), ReLU(),
+                                Sum(Conv(1, stride=2), S(Conv(3, stride=2, weight_var=2), ReLU(),
+                                                         Conv(3))),
+                                ReLU(), Flatten(), Dense()),
+    # --- taps ---------------------------------------------------------------
+    "taps": S(Conv(3, weight_var=2), ReLU(), Tap(Flatten()), Conv(3, weight_var=2), ReLU(),
+              Tap(GlobalAvgPool(), Dense(bias_var=0.1)), AvgPool(2),
+              Sum(Identity(), S(Conv(3), ReLU(), Tap(Trace()))), Flatten(), Dense()),
+    "taps-diag": S(Conv(3, weight_var=2), ReLU(), Tap(Flatten(), Dense()), Conv(3, weight_var=2),
+                   ReLU(), Tap(Conv(2), Erf(), Trace()), Flatten()),
+}
+
+POOLED = {"circular-gap", "avgpool", "avgpool-same-stride", "avgpool-padding",
+          "avgpool-circular", "gaussianpool", "gaussianpool-factor", "boxpool", "boxpool-factor",
+          "stridedpool", "stridedpool-1", "gap-dense-relu-dense", "gap-linear", "sum-after-relu",
+          "sum-three-branches", "taps"}
+NO_NTK = {"arccos0"}
+# With one input channel, a zero-padded border window that covers a single pixel
+# gives rho = +-1 exactly in exact arithmetic between *different* images; the
+# NTK factor (pi - arccos rho) is sqrt(eps)-conditioned there, so any two
+# implementations (and the exact value) differ by ~1e-10..1e-9.
+RHO_ONE_WITH_ONE_CHANNEL = {"conv-even-same", "conv-int-pad", "conv-explicit-pad",
+                            "dilation-stride"}
+
+# (name, distribution, channels, (H, W)): a pairwise cover of sign x channels x shape
+DATA = [
+    ("signed-C3-7x5", "normal", 3, (7, 5)),
+    ("signed-C1-6x9", "normal", 1, (6, 9)),
+    ("nonneg-C1-7x5", "uniform", 1, (7, 5)),
+    ("nonneg-C3-6x9", "uniform", 3, (6, 9)),
+]
+
+
+def make_data(dist, C, shape, n, seed):
+    rng = np.random.default_rng(seed)
+    size = (n, *shape, C)
+    return rng.standard_normal(size) if dist == "normal" else rng.uniform(0.0, 1.0, size)
+
+
+def cases(archs=ARCHS):
+    out = []
+    for name in archs:
+        for kind in ("nngp", "ntk"):
+            if kind == "ntk" and name in NO_NTK:
+                continue
+            out.append(pytest.param(name, kind, id=f"{name}-{kind}"))
+    return out
+
+
+def rel_err(actual, expected):
+    """max |a - e| / max |e|, per output (taps) and maximised."""
+    actual, expected = np.asarray(actual, float), np.asarray(expected, float)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    if expected.ndim == 2:
+        actual, expected = actual[None], expected[None]
+    return max(np.abs(a - e).max() / np.abs(e).max() for a, e in zip(actual, expected))
+
+
+@pytest.mark.parametrize("data", DATA, ids=lambda d: d[0])
+@pytest.mark.parametrize("name, kind", cases())
+def test_matches_reference(name, kind, data):
+    arch = ARCHS[name]
+    _, dist, C, shape = data
+    X = make_data(dist, C, shape, 3, seed=1)
+    Y = make_data(dist, C, shape, 2, seed=2)
+    rtol = 1e-12
+    if kind == "ntk" and C == 1 and name in RHO_ONE_WITH_ONE_CHANNEL:
+        rtol = 1e-8
+    expected = reference_gram(X, Y, architecture=arch, kind=kind)
+    got = conv_kernel(X, Y, architecture=arch, kind=kind)
+    assert got.dtype == np.float64
+    assert got.shape == expected.shape
+    assert rel_err(got, expected) <= rtol
+    expected = reference_gram(X, architecture=arch, kind=kind)
+    got = conv_kernel(X, architecture=arch, kind=kind)
+    assert rel_err(got, expected) <= rtol
+
+
+@pytest.mark.parametrize("name, kind", cases())
+def test_auto_equals_full(name, kind):
+    arch = ARCHS[name]
+    for _, dist, C, shape in DATA[:2]:
+        X = make_data(dist, C, shape, 3, seed=3)
+        Y = make_data(dist, C, shape, 2, seed=4)
+        full = conv_kernel(X, Y, architecture=arch, kind=kind, spatial="full")
+        auto = conv_kernel(X, Y, architecture=arch, kind=kind, spatial="auto")
+        assert rel_err(auto, full) <= 1e-12
+
+
+@pytest.mark.parametrize("name, kind", cases())
+def test_float32_close_to_float64(name, kind):
+    arch = ARCHS[name]
+    for _, dist, C, shape in (DATA[0], DATA[3]):
+        X = make_data(dist, C, shape, 3, seed=5)
+        Y = make_data(dist, C, shape, 2, seed=6)
+        K64 = conv_kernel(X, Y, architecture=arch, kind=kind)
+        K32 = conv_kernel(X.astype(np.float32), Y.astype(np.float32), architecture=arch,
+                          kind=kind, dtype=np.float32)
+        assert K32.dtype == np.float32
+        assert rel_err(K32, K64) <= 1e-4
+
+
+@pytest.mark.parametrize("data", [DATA[1], DATA[3]], ids=lambda d: d[0])
+@pytest.mark.parametrize("name, kind", cases())
+def test_gram_symmetry_and_exact_diagonal(name, kind, data):
+    arch = ARCHS[name]
+    _, dist, C, shape = data
+    X = make_data(dist, C, shape, 4, seed=7)
+    G = conv_kernel(X, architecture=arch, kind=kind)
+    np.testing.assert_allclose(G, np.swapaxes(G, -1, -2), rtol=1e-14, atol=0)
+    diag = np.diagonal(G, axis1=-2, axis2=-1)
+    # the reference uses the exact coincident values on the diagonal
+    ref = np.diagonal(reference_gram(X, architecture=arch, kind=kind), axis1=-2, axis2=-1)
+    np.testing.assert_allclose(diag, ref, rtol=1e-12, atol=0)
+    # the generic path on an equal copy agrees to ~sqrt(eps) (arccos near 1)
+    G2 = conv_kernel(X, X.copy(), architecture=arch, kind=kind)
+    np.testing.assert_allclose(np.diagonal(G2, axis1=-2, axis2=-1), diag, rtol=1e-8, atol=0)
+
+
+@pytest.mark.parametrize("name", ["taps", "deep", "sum-after-relu"])
+def test_threads_and_tiles_do_not_change_the_result(name):
+    arch = ARCHS[name]
+    X = make_data("normal", 2, (7, 5), 5, seed=8)
+    Y = make_data("normal", 2, (7, 5), 3, seed=9)
+    for Yarg in (None, Y):
+        base = conv_kernel(X, Yarg, architecture=arch, kind="ntk")
+        other = conv_kernel(X, Yarg, architecture=arch, kind="ntk", n_jobs=2, tile_size=2)
+        np.testing.assert_array_equal(base, other)
+
+
+def test_output_shapes():
+    X = make_data("normal", 2, (7, 5), 3, seed=10)
+    Y = make_data("normal", 2, (7, 5), 2, seed=11)
+    assert conv_kernel(X, Y, architecture=ARCHS["conv3-same"]).shape == (3, 2)
+    assert conv_kernel(X, architecture=ARCHS["conv3-same"]).shape == (3, 3)
+    assert conv_kernel(X, Y, architecture=ARCHS["taps"]).shape == (4, 3, 2)
+    assert conv_kernel(X, architecture=ARCHS["taps-diag"], kind="ntk").shape == (3, 3, 3)
+
+
+# ---------------------------------------------------------------------------
+# errors
+# ---------------------------------------------------------------------------
+
+
+def test_bad_shapes():
+    arch = ARCHS["conv3-same"]
+    X = make_data("normal", 2, (7, 5), 3, seed=12)
+    with pytest.raises(ValueError):
+        conv_kernel(X.reshape(3, -1), architecture=arch)  # 2-D without an image shape
+    with pytest.raises(ValueError, match="channel|shape"):
+        conv_kernel(X, X[..., :1], architecture=arch)
+    with pytest.raises(ValueError, match="shape"):
+        conv_kernel(X, X[:, :6], architecture=arch)
+
+
+def test_bad_kind():
+    X = make_data("normal", 1, (7, 5), 2, seed=13)
+    with pytest.raises(ValueError, match="kind"):
+        conv_kernel(X, architecture=ARCHS["conv3-same"], kind="foo")
+
+
+def test_arccos0_has_no_ntk():
+    X = make_data("normal", 1, (7, 5), 2, seed=14)
+    conv_kernel(X, architecture=ARCHS["arccos0"])
+    with pytest.raises(ValueError, match="(?i)ntk"):
+        conv_kernel(X, architecture=ARCHS["arccos0"], kind="ntk")
+
+
+def test_architecture_without_readout_names_the_fix():
+    X = make_data("normal", 1, (7, 5), 2, seed=15)
+    with pytest.raises(ValueError, match="GlobalAvgPool|Flatten|Trace"):
+        conv_kernel(X, architecture=Sequential(Conv(3), ReLU()))
+    with pytest.raises(ValueError, match="Conv|Dense"):
+        conv_kernel(X, architecture=Sequential(ReLU(), Flatten()))
