@@ -120,10 +120,13 @@ class _Lowering:
                 self.ops.append(_Op(OP_ADD, outs[0], outs[0]))
             return outs[0]
         if isinstance(layer, A.Tap):
+            # outputs are numbered in order of appearance (an outer tap before
+            # the taps nested in its read-out)
+            slot = self.n_taps
+            self.n_taps += 1
             self.ops.append(_Op(OP_PUSH, shape, shape))
             out = self.emit(layer.readout, shape)
-            self.ops.append(_Op(OP_OUTPUT, out, out, ints={8: self.n_taps}))
-            self.n_taps += 1
+            self.ops.append(_Op(OP_OUTPUT, out, out, ints={8: slot}))
             self.ops.append(_Op(OP_POP, out, shape))
             return shape
         if isinstance(layer, A.Dense):

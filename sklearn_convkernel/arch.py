@@ -68,6 +68,16 @@ class ArchitectureError(ValueError):
 # ---------------------------------------------------------------------------
 
 
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_bool(value, name, owner):
+    if not isinstance(value, bool) and type(value).__name__ != "bool_":
+        raise ArchitectureError(f"{owner}: {name} must be True or False, got {value!r}.")
+    return bool(value)
+
+
 def _pair(value, name, owner, minimum=1):
     """Normalise an int or an (h, w) pair of ints to a tuple of two ints."""
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
@@ -260,9 +270,7 @@ class Conv(Layer):
         object.__setattr__(self, "padding", _padding(self.padding, owner))
         object.__setattr__(self, "weight_var", _nonneg_float(self.weight_var, "weight_var", owner))
         object.__setattr__(self, "bias_var", _nonneg_float(self.bias_var, "bias_var", owner))
-        if not isinstance(self.trainable, (bool, int)):
-            raise ArchitectureError(f"{owner}: trainable must be a bool, got {self.trainable!r}.")
-        object.__setattr__(self, "trainable", bool(self.trainable))
+        object.__setattr__(self, "trainable", _check_bool(self.trainable, "trainable", owner))
 
     def axis_params(self, shape):
         """Per-axis (lo, hi, circular, out) for an input of spatial shape ``shape``."""
@@ -307,9 +315,7 @@ class Dense(Layer):
         owner = "Dense"
         object.__setattr__(self, "weight_var", _nonneg_float(self.weight_var, "weight_var", owner))
         object.__setattr__(self, "bias_var", _nonneg_float(self.bias_var, "bias_var", owner))
-        if not isinstance(self.trainable, (bool, int)):
-            raise ArchitectureError(f"{owner}: trainable must be a bool, got {self.trainable!r}.")
-        object.__setattr__(self, "trainable", bool(self.trainable))
+        object.__setattr__(self, "trainable", _check_bool(self.trainable, "trainable", owner))
 
     def as_conv(self):
         """The equivalent 1x1 :class:`Conv`."""
@@ -545,11 +551,9 @@ class BoxPool(_Pool):
 
     def __post_init__(self):
         owner = f"BoxPool(subsampling={self.subsampling!r})"
-        if not isinstance(self.subsampling, numbers.Integral) or self.subsampling < 1:
+        if not _is_int(self.subsampling) or self.subsampling < 1:
             raise ArchitectureError(f"{owner}: subsampling must be an int >= 1.")
-        if self.poolfactor is not None and (
-            not isinstance(self.poolfactor, numbers.Integral) or self.poolfactor < 1
-        ):
+        if self.poolfactor is not None and (not _is_int(self.poolfactor) or self.poolfactor < 1):
             raise ArchitectureError(f"{owner}: poolfactor must be an int >= 1 or None.")
 
     def axis_matrices(self, shape):
@@ -585,7 +589,7 @@ class StridedPool(_Pool):
     subsampling: int = 2
 
     def __post_init__(self):
-        if not isinstance(self.subsampling, numbers.Integral) or self.subsampling < 1:
+        if not _is_int(self.subsampling) or self.subsampling < 1:
             raise ArchitectureError(
                 f"StridedPool: subsampling must be an int >= 1, got {self.subsampling!r}."
             )

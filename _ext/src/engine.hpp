@@ -262,7 +262,16 @@ class Engine {
             const double* f = fop_row(P_, k);
             switch (r[C_CODE]) {
                 case OP_INPUT: op_input(r, f, x, y); break;
-                case OP_CONV: op_conv(r, f); break;
+                case OP_CONV: {
+                    const int64_t* rn = k + 1 < P_.n_ops ? op_row(P_, k + 1) : nullptr;
+                    if (!self && rn && rn[C_CODE] == OP_NONLIN && r[C_MODE_OUT] == 1) {
+                        op_conv(r, f, rn, fop_row(P_, k + 1), tape_x, tape_y);  // fused
+                        ++k;
+                    } else {
+                        op_conv(r, f);
+                    }
+                    break;
+                }
                 case OP_NONLIN: op_nonlin(r, f, tape_x, tape_y, tape_rec, self); break;
                 case OP_POOL: op_pool(r); break;
                 case OP_DIAGSUM: op_diagsum(f); break;
@@ -408,7 +417,11 @@ class Engine {
         }
     }
 
-    void op_conv(const int64_t* r, const double* f) {
+    // Convolution; when `nl` is given (the pair pass, full mode), the next
+    // op's nonlinearity is applied to each output block while it is in cache.
+    void op_conv(const int64_t* r, const double* f, const int64_t* nl = nullptr,
+                 const double* nlf = nullptr, const T* tape_x = nullptr,
+                 const T* tape_y = nullptr) {
         State<T>& s = top();
         const int64_t H = r[C_IN_H], W = r[C_IN_W], Ho = r[C_OUT_H], Wo = r[C_OUT_W];
         const int64_t kh = r[8], kw = r[9];
@@ -421,19 +434,29 @@ class Engine {
         const int64_t n_out = full ? Ho * Ho * Wo * Wo : Ho * Wo;
         bufK_.resize((size_t)n_out);
         if (ntk_) bufT_.resize((size_t)n_out);
-        T* oK = bufK_.data();
-        T* oT = ntk_ ? bufT_.data() : nullptr;
         if (full) {
             tmp_.resize((size_t)(W * W));
-            const int64_t ob = Wo * Wo;
-            for (int64_t a = 0; a < Ho; ++a)
-                for (int64_t a2 = 0; a2 < Ho; ++a2) {
-                    const int64_t o = (a * Ho + a2) * ob;
-                    conv_block(s.K.data(), oK + o, a, a2, H, W);
-                    if (ntk_) conv_block(s.Th.data(), oT + o, a, a2, H, W);
-                    epilogue(oK + o, oT ? oT + o : nullptr, ob, c, b, trainable);
+            if (nl) {
+                const int64_t HW = Ho * Wo, off = nl[C_P0 + 1], fn = nl[C_P0];
+                const double p = fn == FN_EXP ? 1.0 / (nlf[0] * nlf[0]) : (double)nl[C_P0 + 2];
+                const double* ix = factors(tape_x + off, fx_, 2 * HW);
+                const double* iy = factors(tape_y + off, fy_, 2 * HW);
+                Nl q{ix, ix + HW, iy, iy + HW, p};
+                switch (fn) {
+                    case FN_RELU: conv_full<FN_RELU>(s, c, b, trainable, q); break;
+                    case FN_ERF: conv_full<FN_ERF>(s, c, b, trainable, q); break;
+                    case FN_EXP: conv_full<FN_EXP>(s, c, b, trainable, q); break;
+                    case FN_ARCCOS0: conv_full<FN_ARCCOS0>(s, c, b, trainable, q); break;
+                    case FN_ARCCOS1: conv_full<FN_ARCCOS1>(s, c, b, trainable, q); break;
+                    case FN_POLY: conv_full<FN_POLY>(s, c, b, trainable, q); break;
+                    default: conv_full<FN_LINEAR>(s, c, b, trainable, q); break;
                 }
+            } else {
+                conv_full<-1>(s, c, b, trainable, Nl{});
+            }
         } else {
+            T* oK = bufK_.data();
+            T* oT = ntk_ ? bufT_.data() : nullptr;
             conv_diag(s.K.data(), oK, W);
             if (ntk_) conv_diag(s.Th.data(), oT, W);
             epilogue(oK, oT, n_out, c, b, trainable);
@@ -442,6 +465,44 @@ class Engine {
         if (ntk_) s.Th.swap(bufT_);
         s.h = Ho; s.w = Wo;
         s.full = (int)r[C_MODE_OUT];  // a 1x1 output may switch to diagonal mode
+    }
+
+    struct Nl {
+        const double *ix = nullptr, *sx = nullptr, *iy = nullptr, *sy = nullptr;
+        double p = 0.0;
+    };
+
+    // Full-mode convolution into bufK_/bufT_, output blocks visited along
+    // diagonals (a2 - a constant) so that consecutive blocks share most of
+    // their input blocks; FN >= 0 fuses that nonlinearity.
+    template <int FN>
+    void conv_full(State<T>& s, T c, T b, bool trainable, const Nl& q) {
+        const int64_t H = ch_.n_in, W = cw_.n_in, Ho = ch_.n_out, Wo = cw_.n_out;
+        const int64_t ob = Wo * Wo;
+        T* oK = bufK_.data();
+        T* oT = ntk_ ? bufT_.data() : nullptr;
+        for (int64_t d = -(Ho - 1); d < Ho; ++d) {
+            const int64_t a_lo = d < 0 ? -d : 0, a_hi = d < 0 ? Ho : Ho - d;
+            for (int64_t a = a_lo; a < a_hi; ++a) {
+                const int64_t a2 = a + d;
+                const int64_t o = (a * Ho + a2) * ob;
+                conv_block(s.K.data(), oK + o, a, a2, H, W);
+                if (ntk_) conv_block(s.Th.data(), oT + o, a, a2, H, W);
+                epilogue(oK + o, oT ? oT + o : nullptr, ob, c, b, trainable);
+                if (FN >= 0) {
+                    for (int64_t bb = 0; bb < Wo; ++bb) {
+                        const int64_t px = a * Wo + bb, qy = a2 * Wo;
+                        if (ntk_)
+                            nonlin_row<FN, true, true>(oK + o + bb * Wo, oT + o + bb * Wo, Wo,
+                                                       q.ix + px, q.sx + px, q.iy + qy,
+                                                       q.sy + qy, q.p);
+                        else
+                            nonlin_row<FN, false, true>(oK + o + bb * Wo, oT, Wo, q.ix + px,
+                                                        q.sx + px, q.iy + qy, q.sy + qy, q.p);
+                    }
+                }
+            }
+        }
     }
 
     // K' = c A[K] + b; Theta' = c A[Theta] (+ K' if trainable)
