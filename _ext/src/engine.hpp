@@ -7,6 +7,7 @@
 // vectorises them (including the arc-cosine, see acos_v).
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <new>
 #include <type_traits>
 #include <vector>
@@ -27,52 +28,57 @@ namespace CK_ARCH {
 // asin(z) = z + z^3 Q(4 z^2) for z in [0, 1/2]: Q is a degree-12 Chebyshev
 // fit (max relative error 1.5e-17) of the Taylor series of (asin z - z)/z^3,
 // computed in 40-digit arithmetic.
-inline double asin_core(double z, double t) {
-    const double u = 4.0 * t;
-    double q = 1.714101515258644e-09;
-    q = q * u + -3.540965812503625e-09;
-    q = q * u + 1.659477180737879e-08;
-    q = q * u + 2.081873595672744e-08;
-    q = q * u + 1.5751364670083281e-07;
-    q = q * u + 7.006333871572818e-07;
-    q = q * u + 3.4109406673713215e-06;
-    q = q * u + 1.6945696016474583e-05;
-    q = q * u + 8.7391300555273e-05;
-    q = q * u + 0.0004747178771645507;
-    q = q * u + 0.0027901785716472143;
-    q = q * u + 0.018749999999996082;
-    q = q * u + 0.16666666666666669;
+template <class C>
+inline C asin_core(C z, C t) {
+    const C u = C(4) * t;
+    C q = (C)1.714101515258644e-09;
+    q = q * u + (C)-3.540965812503625e-09;
+    q = q * u + (C)1.659477180737879e-08;
+    q = q * u + (C)2.081873595672744e-08;
+    q = q * u + (C)1.5751364670083281e-07;
+    q = q * u + (C)7.006333871572818e-07;
+    q = q * u + (C)3.4109406673713215e-06;
+    q = q * u + (C)1.6945696016474583e-05;
+    q = q * u + (C)8.7391300555273e-05;
+    q = q * u + (C)0.0004747178771645507;
+    q = q * u + (C)0.0027901785716472143;
+    q = q * u + (C)0.018749999999996082;
+    q = q * u + (C)0.16666666666666669;
     return z + z * t * q;
 }
 
 // acos(x) for x in [-1, 1], branch-free (both square roots are taken and
 // selected, so that the loops calling it vectorise).
-inline double acos_v(double x) {
-    const double a = std::fabs(x);
-    const double tb = 0.5 * (1.0 - a);
-    const double zb = std::sqrt(tb);
-    const bool big = a > 0.5;
-    const double t = big ? tb : a * a;  // z^2
-    const double z = big ? zb : a;
-    const double r = asin_core(z, t);
-    const double ac = big ? 2.0 * r : 0.5 * kPi - r;  // acos(|x|)
-    return x < 0.0 ? kPi - ac : ac;
+template <class C>
+inline C acos_v(C x) {
+    const C pi = (C)kPi;
+    const C a = std::fabs(x);
+    const C tb = C(0.5) * (C(1) - a);
+    const C zb = std::sqrt(tb);
+    const bool big = a > C(0.5);
+    const C t = big ? tb : a * a;  // z^2
+    const C z = big ? zb : a;
+    const C r = asin_core(z, t);
+    const C ac = big ? C(2) * r : C(0.5) * pi - r;  // acos(|x|)
+    return x < C(0) ? pi - ac : ac;
 }
 
 // asin(x) for x in [-1, 1], branch-free.
-inline double asin_v(double x) {
-    const double a = std::fabs(x);
-    const double tb = 0.5 * (1.0 - a);
-    const double zb = std::sqrt(tb);
-    const bool big = a > 0.5;
-    const double t = big ? tb : a * a;
-    const double z = big ? zb : a;
-    const double r = asin_core(z, t);
-    const double as = big ? 0.5 * kPi - 2.0 * r : r;  // asin(|x|)
+template <class C>
+inline C asin_v(C x) {
+    const C a = std::fabs(x);
+    const C tb = C(0.5) * (C(1) - a);
+    const C zb = std::sqrt(tb);
+    const bool big = a > C(0.5);
+    const C t = big ? tb : a * a;
+    const C z = big ? zb : a;
+    const C r = asin_core(z, t);
+    const C as = big ? C(0.5) * (C)kPi - C(2) * r : r;  // asin(|x|)
     return std::copysign(as, x);
 }
 
-inline double clamp1(double r) { return std::min(1.0, std::max(-1.0, r)); }
+template <class C>
+inline C clamp1(C r) { return std::min(C(1), std::max(C(-1), r)); }
 
 // ---------------------------------------------------------------------------
 // nonlinearities
@@ -100,50 +106,55 @@ inline void position_factors(int64_t fn, const double* v, int64_t n, double* inv
 // (scalars when XS, else arrays) and y-side arrays.  p = 1/sigma^2 (exp) or
 // the degree (poly).
 template <int FN, bool NTK, bool XS, class T>
-inline void nonlin_row(T* __restrict K, T* __restrict Th, int64_t n, const double* __restrict ixa,
-                       const double* __restrict sxa, const double* __restrict iy,
-                       const double* __restrict sy, double p) {
-    constexpr double inv2pi = 1.0 / (2.0 * kPi);
-    constexpr double invpi = 1.0 / kPi;
-    const double ix0 = ixa[0], sx0 = sxa[0];
+inline void nonlin_row(T* __restrict K, T* __restrict Th, int64_t n, const T* __restrict ixa,
+                       const T* __restrict sxa, const T* __restrict iy,
+                       const T* __restrict sy, double pd) {
+    // computed in T: float rows run twice as many lanes; every step is
+    // cancellation-free (1 - rho^2 as (1 - rho)(1 + rho), acos via asin of
+    // sqrt((1 - |rho|) / 2) near |rho| = 1)
+    constexpr T pi = (T)kPi;
+    constexpr T inv2pi = (T)(1.0 / (2.0 * kPi));
+    constexpr T invpi = (T)(1.0 / kPi);
+    const T p = (T)pd;
+    const T ix0 = ixa[0], sx0 = sxa[0];
     for (int64_t t = 0; t < n; ++t) {
-        const double ix = XS ? ix0 : ixa[t];
-        const double c = (double)K[t];
-        double kv, dv;
+        const T ix = XS ? ix0 : ixa[t];
+        const T c = K[t];
+        T kv, dv;
         if (FN == FN_ERF) {
-            const double z = clamp1(2.0 * c * ix * iy[t]);
-            kv = 2.0 * invpi * asin_v(z);
-            const double w = (1.0 - z) * (1.0 + z);
-            dv = 4.0 * invpi * ix * iy[t] / std::sqrt(std::max(w, 1e-300));
+            const T z = clamp1(T(2) * c * ix * iy[t]);
+            kv = T(2) * invpi * asin_v(z);
+            const T w = (T(1) - z) * (T(1) + z);
+            dv = T(4) * invpi * ix * iy[t] / std::sqrt(std::max(w, std::numeric_limits<T>::min()));
         } else {
-            const double sx = XS ? sx0 : sxa[t];
-            const double rho = clamp1(c * ix * iy[t]);
-            const double s = sx * sy[t];
+            const T sx = XS ? sx0 : sxa[t];
+            const T rho = clamp1(c * ix * iy[t]);
+            const T s = sx * sy[t];
             if (FN == FN_RELU || FN == FN_ARCCOS1) {
-                const double th = acos_v(rho);
-                const double sn = std::sqrt((1.0 - rho) * (1.0 + rho));
-                const double f = FN == FN_RELU ? inv2pi : invpi;
-                kv = s * (sn + (kPi - th) * rho) * f;
-                dv = (kPi - th) * f;
+                const T th = acos_v(rho);
+                const T sn = std::sqrt((T(1) - rho) * (T(1) + rho));
+                const T f = FN == FN_RELU ? inv2pi : invpi;
+                kv = s * (sn + (pi - th) * rho) * f;
+                dv = (pi - th) * f;
             } else if (FN == FN_ARCCOS0) {
-                kv = s * (kPi - acos_v(rho)) * invpi;
-                dv = 0.0;
+                kv = s * (pi - acos_v(rho)) * invpi;
+                dv = T(0);
             } else if (FN == FN_EXP) {
-                const double e = std::exp((rho - 1.0) * p);
+                const T e = (T)std::exp((double)((rho - T(1)) * p));
                 kv = s * e;
                 dv = e * p;
             } else if (FN == FN_POLY) {
-                double pw = 1.0;
-                for (int64_t k = 1; k < (int64_t)p; ++k) pw *= rho;
+                T pw = T(1);
+                for (int64_t k = 1; k < (int64_t)pd; ++k) pw *= rho;
                 kv = s * pw * rho;
                 dv = p * pw;
             } else {  // FN_LINEAR
                 kv = s * rho;
-                dv = 1.0;
+                dv = T(1);
             }
         }
-        K[t] = (T)kv;
-        if (NTK) Th[t] = (T)((double)Th[t] * dv);
+        K[t] = kv;
+        if (NTK) Th[t] *= dv;
     }
 }
 
@@ -439,8 +450,8 @@ class Engine {
             if (nl) {
                 const int64_t HW = Ho * Wo, off = nl[C_P0 + 1], fn = nl[C_P0];
                 const double p = fn == FN_EXP ? 1.0 / (nlf[0] * nlf[0]) : (double)nl[C_P0 + 2];
-                const double* ix = factors(tape_x + off, fx_, 2 * HW);
-                const double* iy = factors(tape_y + off, fy_, 2 * HW);
+                const T* ix = tape_x + off;
+                const T* iy = tape_y + off;
                 Nl q{ix, ix + HW, iy, iy + HW, p};
                 switch (fn) {
                     case FN_RELU: conv_full<FN_RELU>(s, c, b, trainable, q); break;
@@ -468,7 +479,7 @@ class Engine {
     }
 
     struct Nl {
-        const double *ix = nullptr, *sx = nullptr, *iy = nullptr, *sy = nullptr;
+        const T *ix = nullptr, *sx = nullptr, *iy = nullptr, *sy = nullptr;
         double p = 0.0;
     };
 
@@ -516,8 +527,8 @@ class Engine {
     }
 
     template <int FN>
-    void nonlin_apply(State<T>& s, const double* ix, const double* sx, const double* iy,
-                      const double* sy, double p) {
+    void nonlin_apply(State<T>& s, const T* ix, const T* sx, const T* iy, const T* sy,
+                      double p) {
         const int64_t H = s.h, W = s.w;
         T* K = s.K.data();
         T* Th = ntk_ ? s.Th.data() : nullptr;
@@ -545,13 +556,6 @@ class Engine {
     // The tape of an image holds, per nonlinearity, its per-position factors
     // [inv (H*W) | sq (H*W)] (see position_factors), computed by the self pass
     // from the self-variances, so that the pair pass takes no square root.
-    const double* factors(const T* tape, std::vector<double>& buf, int64_t n) {
-        if (std::is_same<T, double>::value) return reinterpret_cast<const double*>(tape);
-        buf.resize((size_t)n);
-        for (int64_t q = 0; q < n; ++q) buf[(size_t)q] = (double)tape[q];
-        return buf.data();
-    }
-
     void op_nonlin(const int64_t* r, const double* f, const T* tape_x, const T* tape_y,
                    T* tape_rec, bool self) {
         State<T>& s = top();
@@ -575,10 +579,10 @@ class Engine {
             position_factors(fn, diagK_.data(), HW, fx_.data(), fx_.data() + HW);
             for (int64_t q = 0; q < 2 * HW; ++q) tape_rec[off + q] = (T)fx_[(size_t)q];
         }
-        const double* ix = factors(tape_x + off, fx_, 2 * HW);
-        const double* iy = self ? ix : factors(tape_y + off, fy_, 2 * HW);
-        const double* sx = ix + HW;
-        const double* sy = iy + HW;
+        const T* ix = tape_x + off;  // written just above in the self pass
+        const T* iy = tape_y + off;
+        const T* sx = ix + HW;
+        const T* sy = iy + HW;
         if (!(self && !s.full)) {  // a self pass in diagonal mode is all coincident
             switch (fn) {
                 case FN_RELU: nonlin_apply<FN_RELU>(s, ix, sx, iy, sy, p); break;
@@ -706,7 +710,7 @@ class Engine {
     std::vector<State<T>> stack_;
     int64_t sp_ = 0;
     std::vector<T> bufK_, bufT_, tmp_, p1_, yT_;
-    std::vector<double> fx_, fy_, diagK_, diagT_;
+    std::vector<double> fx_, diagK_, diagT_;
     ConvAxis ch_, cw_;
 };
 
