@@ -7,6 +7,7 @@
 // vectorises them (including the arc-cosine, see acos_v).
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <new>
 #include <type_traits>
@@ -80,6 +81,41 @@ inline C asin_v(C x) {
 template <class C>
 inline C clamp1(C r) { return std::min(C(1), std::max(C(-1), r)); }
 
+// exp(x) in double precision (~1 ulp), branch-free and vectorisable:
+// x = k ln2 + r with |r| <= ln2/2 (Cody-Waite split of ln2 whose high part has
+// 32 significant bits, so k * ln2_hi is exact), e^r by its Taylor series to
+// degree 13 (truncation < 5e-18), 2^k assembled in the exponent bits; the
+// integer k is read off the mantissa of x log2(e) + 1.5 * 2^52 (no
+// double-to-int64 conversion, which AVX2 lacks).  x is clamped to
+// [-708, 709], where the result stays a normal double.
+inline double exp_v(double x) {
+    x = std::min(709.0, std::max(-708.0, x));
+    const double shifter = 6755399441055744.0;  // 1.5 * 2^52
+    const double kk = x * 1.4426950408889634 + shifter;
+    const double k = kk - shifter;
+    const double r = (x - k * 0.6931471803691238) - k * 1.9082149292705877e-10;
+    double p = 1.6059043836821613e-10;
+    p = p * r + 2.08767569878681e-09;
+    p = p * r + 2.505210838544172e-08;
+    p = p * r + 2.755731922398589e-07;
+    p = p * r + 2.7557319223985893e-06;
+    p = p * r + 2.48015873015873e-05;
+    p = p * r + 0.0001984126984126984;
+    p = p * r + 0.001388888888888889;
+    p = p * r + 0.008333333333333333;
+    p = p * r + 0.041666666666666664;
+    p = p * r + 0.16666666666666666;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    int64_t bits;
+    std::memcpy(&bits, &kk, sizeof bits);
+    bits = (bits - 0x4338000000000000LL + 1023) << 52;
+    double scale;
+    std::memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
 // ---------------------------------------------------------------------------
 // nonlinearities
 // ---------------------------------------------------------------------------
@@ -140,7 +176,7 @@ inline void nonlin_row(T* __restrict K, T* __restrict Th, int64_t n, const T* __
                 kv = s * (pi - acos_v(rho)) * invpi;
                 dv = T(0);
             } else if (FN == FN_EXP) {
-                const T e = (T)std::exp((double)((rho - T(1)) * p));
+                const T e = (T)exp_v((double)((rho - T(1)) * p));
                 kv = s * e;
                 dv = e * p;
             } else if (FN == FN_POLY) {
