@@ -10,6 +10,7 @@ mirrored.
 from __future__ import annotations
 
 import numbers
+import os
 import time
 
 import numpy as np
@@ -252,6 +253,7 @@ def conv_kernel(
     spatial="auto",
     tile_size=None,
     verbose=0,
+    out=None,
 ):
     """Exact convolutional kernel matrix between two sets of images.
 
@@ -281,12 +283,18 @@ def conv_kernel(
         Images per tile side (default 32).  Results do not depend on it.
     verbose : int, default=0
         Print progress when > 0.
+    out : ndarray, str or path-like, default=None
+        Where to write the result: a preallocated array of the result's shape
+        and dtype (e.g. a ``numpy.memmap``), or the path of a ``.npy`` file
+        created as a memory map (for Gram matrices larger than memory).
+        Tiles are written as they finish.
 
     Returns
     -------
     K : ndarray of shape (n_X, n_Y), or (n_outputs, n_X, n_Y)
         The kernel matrix; when the architecture contains :class:`~.arch.Tap`
         read-outs, one matrix per output (taps first, final output last).
+        ``out`` itself when given.
 
     Examples
     --------
@@ -334,5 +342,33 @@ def conv_kernel(
     if verbose:
         print(f"[sklearn_convkernel] self passes done in {time.perf_counter() - t0:.2f}s "
               f"({'diagonal-only' if plan.diagonal_only else 'full spatial'} path)", flush=True)
-    out = gram(prog, Xf, tx, sx, Yf, ty, n_jobs=n_jobs, tile_size=tile_size, verbose=verbose)
-    return out[0] if plan.n_outputs == 1 else out
+    shape = (X.shape[0], X.shape[0] if symmetric else Y.shape[0])
+    if plan.n_outputs > 1:
+        shape = (plan.n_outputs,) + shape
+    result = _output_array(out, shape, dt)
+    target = result if plan.n_outputs > 1 else result[np.newaxis]
+    gram(prog, Xf, tx, sx, Yf, ty, n_jobs=n_jobs, tile_size=tile_size, verbose=verbose,
+         out=target)
+    if isinstance(result, np.memmap):
+        result.flush()
+    return result
+
+
+def _output_array(out, shape, dtype):
+    """The array conv_kernel writes into: new, given, or a new .npy memory map."""
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    if isinstance(out, (str, os.PathLike)):
+        return np.lib.format.open_memmap(os.fspath(out), mode="w+", dtype=dtype, shape=shape)
+    if not isinstance(out, np.ndarray):
+        raise ValueError(
+            f"out must be None, an ndarray or a file path, got {type(out).__name__}."
+        )
+    if out.shape != shape or out.dtype != np.dtype(dtype):
+        raise ValueError(
+            f"out has shape {out.shape} and dtype {out.dtype}; this call needs shape "
+            f"{shape} and dtype {np.dtype(dtype)}."
+        )
+    if not out.flags.writeable:
+        raise ValueError("out is read-only; pass a writeable array.")
+    return out

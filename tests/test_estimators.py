@@ -289,3 +289,23 @@ def test_cache_budget_bypass_warns_and_is_correct(images):
     with pytest.warns(RuntimeWarning, match="do not fit"):
         K = ck.fit_transform(X[:8])
     np.testing.assert_allclose(K, conv_kernel(X[:8], architecture=small_arch()), rtol=1e-13)
+
+
+def test_conv_kernel_writes_into_out_and_memmap(images, tmp_path):
+    X, _ = images
+    arch = small_arch()
+    ref = conv_kernel(X[:7], architecture=arch)
+    buf = np.full((7, 7), np.nan)
+    res = conv_kernel(X[:7], architecture=arch, out=buf, tile_size=3)
+    assert res is buf
+    np.testing.assert_array_equal(buf, ref)
+    path = tmp_path / "gram.npy"
+    mm = conv_kernel(X[:7], X[7:10], architecture=arch, out=path)
+    np.testing.assert_array_equal(np.load(path), conv_kernel(X[:7], X[7:10], architecture=arch))
+    assert isinstance(mm, np.memmap)
+    tapped = cntk_architecture(2, max_depth=3)[0]
+    assert conv_kernel(X[:4], architecture=tapped, kind="ntk", out=tmp_path / "t.npy").shape == (3, 4, 4)
+    with pytest.raises(ValueError, match="needs shape"):
+        conv_kernel(X[:7], architecture=arch, out=np.empty((7, 6)))
+    with pytest.raises(ValueError, match="needs shape"):
+        conv_kernel(X[:7], architecture=arch, out=np.empty((7, 7), dtype=np.float32))
