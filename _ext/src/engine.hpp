@@ -319,7 +319,13 @@ class Engine {
                     }
                     break;
                 }
-                case OP_NONLIN: op_nonlin(r, f, tape_x, tape_y, tape_rec, self); break;
+                case OP_NONLIN:
+                    if (!op_nonlin(r, f, tape_x, tape_y, tape_rec, self))
+                        return err.fail(STATUS_NOT_FINITE,
+                                        "a self-variance is not finite at op %lld (the input "
+                                        "images are too large for this dtype and network: "
+                                        "rescale them)", k);
+                    break;
                 case OP_POOL: op_pool(r); break;
                 case OP_DIAGSUM: op_diagsum(f); break;
                 case OP_TODIAG: op_todiag(); break;
@@ -592,7 +598,8 @@ class Engine {
     // The tape of an image holds, per nonlinearity, its per-position factors
     // [inv (H*W) | sq (H*W)] (see position_factors), computed by the self pass
     // from the self-variances, so that the pair pass takes no square root.
-    void op_nonlin(const int64_t* r, const double* f, const T* tape_x, const T* tape_y,
+    // Returns false when the self pass meets a non-finite self-variance.
+    bool op_nonlin(const int64_t* r, const double* f, const T* tape_x, const T* tape_y,
                    T* tape_rec, bool self) {
         State<T>& s = top();
         const int64_t H = s.h, W = s.w, HW = H * W;
@@ -612,6 +619,9 @@ class Engine {
                     diagK_[(size_t)(i * W + j)] = (double)K[e];
                     diagT_[(size_t)(i * W + j)] = ntk_ ? (double)Th[e] : 0.0;
                 }
+            for (int64_t q = 0; q < HW; ++q)
+                if (!std::isfinite(diagK_[(size_t)q]) || !std::isfinite(diagT_[(size_t)q]))
+                    return false;
             position_factors(fn, diagK_.data(), HW, fx_.data(), fx_.data() + HW);
             for (int64_t q = 0; q < 2 * HW; ++q) tape_rec[off + q] = (T)fx_[(size_t)q];
         }
@@ -640,6 +650,7 @@ class Engine {
                     if (ntk_) Th[e] = (T)(diagT_[(size_t)(i * W + j)] * dv);
                 }
         }
+        return true;
     }
 
     // P M P^T with separable CSR matrices, full mode; or the diagonal rule.

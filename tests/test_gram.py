@@ -1,0 +1,84 @@
+"""Gram engine boundaries: core errors become exceptions; any joblib backend works."""
+
+import numpy as np
+import pytest
+from joblib import parallel_config
+
+from sklearn_convkernel import _core, conv_kernel
+from sklearn_convkernel._plan import make_plan
+from sklearn_convkernel.arch import AvgPool, Conv, Dense, Flatten, GlobalAvgPool, ReLU, Sequential
+
+ARCH = Sequential(Conv(3, weight_var=2.0), ReLU(), AvgPool(2), Conv(2), ReLU(), GlobalAvgPool(),
+                  Dense())
+
+
+def _program(plan, ops=None, tape_len=None, n_outputs=None):
+    H, W, C = plan.input_shape
+    return _core.CompiledProgram(
+        plan.ops if ops is None else ops, plan.fops, plan.blob_i, plan.blob_f, H, W, C,
+        plan.tape_len if tape_len is None else tape_len,
+        plan.n_outputs if n_outputs is None else n_outputs, plan.kind == "ntk",
+    )
+
+
+@pytest.mark.parametrize(
+    "corrupt, match",
+    [
+        (lambda ops: ops.__setitem__((2, 0), 99), "unknown op code"),
+        (lambda ops: ops.__setitem__((1, 3), 1000), "shape|mode"),
+        (lambda ops: ops.__setitem__((0, 0), 1), "INPUT"),
+        (lambda ops: ops.__setitem__((-1, 8), 7), "output slot"),
+    ],
+)
+def test_malformed_programs_raise_instead_of_crashing(corrupt, match):
+    plan = make_plan(ARCH, (6, 5, 1), kind="ntk")
+    ops = plan.ops.copy()
+    corrupt(ops)
+    with pytest.raises(RuntimeError, match=match):
+        _program(plan, ops=ops)
+    with pytest.raises(RuntimeError, match="tape offset"):
+        _program(plan, tape_len=1)
+
+
+def test_wrong_buffers_are_value_errors():
+    plan = make_plan(ARCH, (6, 5, 1), kind="nngp")
+    prog = _program(plan)
+    X = np.zeros((2, 30))
+    with pytest.raises(ValueError, match="tapes has the wrong shape"):
+        prog.self_pass(X, np.zeros((2, 3)), np.zeros((2, 1)))
+    with pytest.raises(ValueError, match="wrong number of features"):
+        prog.self_pass(np.zeros((2, 29)), np.zeros((2, plan.tape_len)), np.zeros((2, 1)))
+    tapes = np.zeros((2, plan.tape_len))
+    with pytest.raises(ValueError, match="indexes outside"):
+        prog.pair_list(X, tapes, X, tapes, np.array([0, 2]), np.array([0, 1]), np.zeros((2, 1)))
+
+
+def test_overflow_reports_a_non_finite_kernel():
+    X = np.full((2, 6, 5, 1), 1e200)
+    with pytest.raises(ValueError, match="not finite"):
+        conv_kernel(X, architecture=ARCH)
+
+
+def test_process_backends_give_the_same_gram():
+    rng = np.random.default_rng(3)
+    X = rng.random((7, 6, 5, 2))
+    ref = conv_kernel(X, architecture=ARCH, kind="ntk")
+    with parallel_config(backend="loky"):
+        K = conv_kernel(X, architecture=ARCH, kind="ntk", n_jobs=2, tile_size=3)
+    np.testing.assert_array_equal(K, ref)
+
+
+def test_simd_variants_agree(monkeypatch):
+    if _core.simd_variant() != "avx2":
+        pytest.skip("this CPU runs the baseline engine only")
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((5, 7, 6, 3))
+    arch = Sequential(Conv(3, bias_var=0.1), ReLU(), Conv(3), ReLU(), Flatten(), Dense())
+    for kind in ("nngp", "ntk"):
+        for a in (ARCH, arch):
+            fast = conv_kernel(X, architecture=a, kind=kind)
+            monkeypatch.setenv("SKLEARN_CONVKERNEL_SIMD", "generic")
+            assert _core.simd_variant() == "generic"
+            base = conv_kernel(X, architecture=a, kind=kind)
+            monkeypatch.delenv("SKLEARN_CONVKERNEL_SIMD")
+            np.testing.assert_allclose(fast, base, rtol=1e-13)
