@@ -765,11 +765,24 @@ class Engine {
 // passes
 // ---------------------------------------------------------------------------
 
+// Runs body() (which returns a Status), translating C++ exceptions into
+// statuses: nothing ever propagates through the C ABI.
+template <class F>
+int guarded(Error& err, const char* oom_message, F body) {
+    try {
+        return body();
+    } catch (const std::bad_alloc&) {
+        return err.fail(STATUS_NO_MEMORY, oom_message);
+    } catch (...) {
+        return err.fail(STATUS_BAD_PROGRAM, "unexpected C++ exception");
+    }
+}
+
 template <class T>
 int self_pass(const Program* prog, const T* X, int64_t n, T* tapes, T* self_out, char* msg,
               int msg_len) {
     Error err{msg, msg_len};
-    try {
+    return guarded(err, "out of memory in the self pass", [&]() {
         int64_t depth = 0, size = 0;
         int st = check_program_impl(*prog, &depth, &size, err);
         if (st) return st;
@@ -781,12 +794,8 @@ int self_pass(const Program* prog, const T* X, int64_t n, T* tapes, T* self_out,
             st = eng.run(x, x, tape, tape, tape, true, self_out + i * prog->n_outputs, err);
             if (st) return st;
         }
-    } catch (const std::bad_alloc&) {
-        return err.fail(STATUS_NO_MEMORY, "out of memory in the self pass");
-    } catch (...) {
-        return err.fail(STATUS_BAD_PROGRAM, "unexpected C++ exception in the self pass");
-    }
-    return STATUS_OK;
+        return (int)STATUS_OK;
+    });
 }
 
 template <class T>
@@ -794,7 +803,7 @@ int pair_tile(const Program* prog, const T* X, const T* tx, int64_t nx, int64_t 
               const T* ty, int64_t ny, int64_t y0, int upper_only, T* out, int64_t s_out,
               int64_t s_row, int64_t s_col, char* msg, int msg_len) {
     Error err{msg, msg_len};
-    try {
+    return guarded(err, "out of memory in the pair pass", [&]() {
         int64_t depth = 0, size = 0;
         int st = check_program_impl(*prog, &depth, &size, err);
         if (st) return st;
@@ -810,12 +819,8 @@ int pair_tile(const Program* prog, const T* X, const T* tx, int64_t nx, int64_t 
                 if (st) return st;
                 for (int64_t o = 0; o < n_out; ++o) out[o * s_out + i * s_row + j * s_col] = res[(size_t)o];
             }
-    } catch (const std::bad_alloc&) {
-        return err.fail(STATUS_NO_MEMORY, "out of memory in the pair pass");
-    } catch (...) {
-        return err.fail(STATUS_BAD_PROGRAM, "unexpected C++ exception in the pair pass");
-    }
-    return STATUS_OK;
+        return (int)STATUS_OK;
+    });
 }
 
 template <class T>
@@ -823,7 +828,7 @@ int pair_list(const Program* prog, const T* X, const T* tx, int64_t nx, const T*
               int64_t ny, const int64_t* ii, const int64_t* jj, int64_t n_pairs, T* out,
               char* msg, int msg_len) {
     Error err{msg, msg_len};
-    try {
+    return guarded(err, "out of memory in the pair pass", [&]() {
         int64_t depth = 0, size = 0;
         int st = check_program_impl(*prog, &depth, &size, err);
         if (st) return st;
@@ -839,12 +844,8 @@ int pair_list(const Program* prog, const T* X, const T* tx, int64_t nx, const T*
                          out + t * prog->n_outputs, err);
             if (st) return st;
         }
-    } catch (const std::bad_alloc&) {
-        return err.fail(STATUS_NO_MEMORY, "out of memory in the pair pass");
-    } catch (...) {
-        return err.fail(STATUS_BAD_PROGRAM, "unexpected C++ exception in the pair pass");
-    }
-    return STATUS_OK;
+        return (int)STATUS_OK;
+    });
 }
 
 }  // namespace CK_ARCH
