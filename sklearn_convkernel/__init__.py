@@ -7,7 +7,7 @@ through a :class:`KernelCache`) and used by the transformer :class:`ConvKernel`
 and the CKN / CNTK / CNN-GP estimators.
 """
 
-from sklearn_convkernel import arch
+from sklearn_convkernel import arch, presets
 from sklearn_convkernel._cache import KernelCache, get_default_cache
 from sklearn_convkernel._estimators import (
     CKNClassifier,
@@ -20,6 +20,7 @@ from sklearn_convkernel._estimators import (
     cnngp_architecture,
     cntk_architecture,
 )
+from sklearn_convkernel._finite import FiniteNetwork, empirical_kernel, sample_network
 from sklearn_convkernel._gram import conv_kernel
 from sklearn_convkernel._transformers import ConvKernel, default_architecture
 
@@ -27,7 +28,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "arch",
+    "presets",
     "conv_kernel",
+    "sample_network",
+    "empirical_kernel",
+    "FiniteNetwork",
     "ConvKernel",
     "KernelCache",
     "get_default_cache",

@@ -82,3 +82,23 @@ def test_simd_variants_agree(monkeypatch):
             base = conv_kernel(X, architecture=a, kind=kind)
             monkeypatch.delenv("SKLEARN_CONVKERNEL_SIMD")
             np.testing.assert_allclose(fast, base, rtol=1e-13)
+
+
+def test_nested_taps_are_numbered_in_order_of_appearance():
+    from sklearn_convkernel._reference import reference_gram
+    from sklearn_convkernel.arch import Tap
+
+    rng = np.random.default_rng(5)
+    X = rng.random((3, 6, 5, 1))
+    arch = Sequential(
+        Conv(3), ReLU(),
+        Tap(Conv(3), ReLU(), Tap(Flatten()), GlobalAvgPool()),  # outer tap 0, inner tap 1
+        Conv(3), ReLU(), Flatten(), Dense(),
+    )
+    for kind in ("nngp", "ntk"):
+        K = conv_kernel(X, architecture=arch, kind=kind)
+        R = reference_gram(X, architecture=arch, kind=kind)
+        assert K.shape == (3, 3, 3)
+        np.testing.assert_allclose(K, R, rtol=1e-12)
+        # the outer tap (GAP of the 2-layer map) differs from the inner (flatten)
+        assert not np.allclose(K[0], K[1])
