@@ -15,6 +15,12 @@
 
 #include "internal.hpp"
 
+#if defined(__GNUC__)
+#define CK_INLINE inline __attribute__((always_inline))
+#else
+#define CK_INLINE inline
+#endif
+
 #ifndef CK_ARCH
 #error "define CK_ARCH (the namespace of this engine variant) before including engine.hpp"
 #endif
@@ -30,7 +36,7 @@ namespace CK_ARCH {
 // fit (max relative error 1.5e-17) of the Taylor series of (asin z - z)/z^3,
 // computed in 40-digit arithmetic.
 template <class C>
-inline C asin_core(C z, C t) {
+CK_INLINE C asin_core(C z, C t) {
     const C u = C(4) * t;
     C q = (C)1.714101515258644e-09;
     q = q * u + (C)-3.540965812503625e-09;
@@ -51,7 +57,7 @@ inline C asin_core(C z, C t) {
 // acos(x) for x in [-1, 1], branch-free (both square roots are taken and
 // selected, so that the loops calling it vectorise).
 template <class C>
-inline C acos_v(C x) {
+CK_INLINE C acos_v(C x) {
     const C pi = (C)kPi;
     const C a = std::fabs(x);
     const C tb = C(0.5) * (C(1) - a);
@@ -66,7 +72,7 @@ inline C acos_v(C x) {
 
 // asin(x) for x in [-1, 1], branch-free.
 template <class C>
-inline C asin_v(C x) {
+CK_INLINE C asin_v(C x) {
     const C a = std::fabs(x);
     const C tb = C(0.5) * (C(1) - a);
     const C zb = std::sqrt(tb);
@@ -79,7 +85,7 @@ inline C asin_v(C x) {
 }
 
 template <class C>
-inline C clamp1(C r) { return std::min(C(1), std::max(C(-1), r)); }
+CK_INLINE C clamp1(C r) { return std::min(C(1), std::max(C(-1), r)); }
 
 // exp(x) in double precision (~1 ulp), branch-free and vectorisable:
 // x = k ln2 + r with |r| <= ln2/2 (Cody-Waite split of ln2 whose high part has
@@ -88,7 +94,7 @@ inline C clamp1(C r) { return std::min(C(1), std::max(C(-1), r)); }
 // integer k is read off the mantissa of x log2(e) + 1.5 * 2^52 (no
 // double-to-int64 conversion, which AVX2 lacks).  x is clamped to
 // [-708, 709], where the result stays a normal double.
-inline double exp_v(double x) {
+CK_INLINE double exp_v(double x) {
     x = std::min(709.0, std::max(-708.0, x));
     const double shifter = 6755399441055744.0;  // 1.5 * 2^52
     const double kk = x * 1.4426950408889634 + shifter;
@@ -142,7 +148,7 @@ inline void position_factors(int64_t fn, const double* v, int64_t n, double* inv
 // (scalars when XS, else arrays) and y-side arrays.  p = 1/sigma^2 (exp) or
 // the degree (poly).
 template <int FN, bool NTK, bool XS, class T>
-inline void nonlin_row(T* __restrict K, T* __restrict Th, int64_t n, const T* __restrict ixa,
+CK_INLINE void nonlin_row(T* __restrict K, T* __restrict Th, int64_t n, const T* __restrict ixa,
                        const T* __restrict sxa, const T* __restrict iy,
                        const T* __restrict sy, double pd) {
     // computed in T: float rows run twice as many lanes; every step is
