@@ -311,6 +311,18 @@ class _ConvKernelRidge(ImageInputMixin, BaseEstimator):
     }
     _kind = "nngp"
 
+    def _set_common_params(self, architecture, alpha, image_shape, dtype, n_jobs, cache,
+                           verbose):
+        # the parameters every family shares (scikit-learn's __init__ contract:
+        # store them unchanged, validate in fit)
+        self.architecture = architecture
+        self.alpha = alpha
+        self.image_shape = image_shape
+        self.dtype = dtype
+        self.n_jobs = n_jobs
+        self.cache = cache
+        self.verbose = verbose
+
     def _family_architecture(self):  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -527,13 +539,7 @@ class _CNTKMixin:
         self.gap = gap
         self.fix = fix
         self.max_depth = max_depth
-        self.architecture = architecture
-        self.alpha = alpha
-        self.image_shape = image_shape
-        self.dtype = dtype
-        self.n_jobs = n_jobs
-        self.cache = cache
-        self.verbose = verbose
+        self._set_common_params(architecture, alpha, image_shape, dtype, n_jobs, cache, verbose)
 
     def _family_architecture(self):
         return cntk_architecture(self.depth, self.gap, self.fix, self.max_depth)
@@ -606,13 +612,7 @@ class _CNNGPMixin:
         self.weight_var = weight_var
         self.bias_var = bias_var
         self.max_depth = max_depth
-        self.architecture = architecture
-        self.alpha = alpha
-        self.image_shape = image_shape
-        self.dtype = dtype
-        self.n_jobs = n_jobs
-        self.cache = cache
-        self.verbose = verbose
+        self._set_common_params(architecture, alpha, image_shape, dtype, n_jobs, cache, verbose)
 
     def _family_architecture(self):
         return cnngp_architecture(self.depth, self.kernel_size, self.weight_var, self.bias_var,
@@ -716,13 +716,7 @@ class _CKNMixin:
         self.subsampling = subsampling
         self.kind = kind
         self.max_depth = max_depth
-        self.architecture = architecture
-        self.alpha = alpha
-        self.image_shape = image_shape
-        self.dtype = dtype
-        self.n_jobs = n_jobs
-        self.cache = cache
-        self.verbose = verbose
+        self._set_common_params(architecture, alpha, image_shape, dtype, n_jobs, cache, verbose)
 
     def _family_architecture(self):
         return ckn_architecture(self.depth, self.patch_size, self.kernel, self.sigma,
