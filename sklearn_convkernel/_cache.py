@@ -12,6 +12,8 @@ known; only missing unique pairs are ever computed.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import threading
 import warnings
 from collections import OrderedDict
@@ -31,16 +33,18 @@ def _image_keys(Xf):
 class _Store:
     """Entries of one architecture key."""
 
-    def __init__(self, prog, dtype, n_features):
+    def __init__(self, prog, dtype, n_features, n_outputs=None, tape_len=None):
         self.prog = prog
         self.dtype = dtype
         self.n_features = n_features
+        self.n_outputs = prog.n_outputs if prog is not None else n_outputs
+        self.tape_len = prog.tape_len if prog is not None else tape_len
         self.index = {}
         self.n = 0
         self._alloc(0)
 
     def _alloc(self, cap):
-        n_out, L = self.prog.n_outputs, self.prog.tape_len
+        n_out, L = self.n_outputs, self.tape_len
         self.cap = cap
         self.X = np.empty((cap, self.n_features), dtype=self.dtype)
         self.tapes = np.empty((cap, L), dtype=self.dtype)
@@ -50,7 +54,7 @@ class _Store:
     def nbytes(self, cap=None):
         cap = self.cap if cap is None else cap
         item = np.dtype(self.dtype).itemsize
-        n_out, L = self.prog.n_outputs, self.prog.tape_len
+        n_out, L = self.n_outputs, self.tape_len
         return cap * (self.n_features + L) * item + cap * cap * (n_out * item + 1)
 
     def _grow(self, need):
@@ -132,6 +136,9 @@ class KernelCache:
     process: with process-based joblib backends each worker starts empty, so
     parallelise the kernel itself (``n_jobs`` of the estimator) instead.
 
+    :meth:`save` writes the entries to a file and :meth:`load` resumes from it
+    (e.g. a long search in several sessions, or a Gram shared between runs).
+
     Parameters
     ----------
     max_bytes : int, default=2 GiB
@@ -185,8 +192,54 @@ class KernelCache:
         if store is None:
             store = _Store(prog, dtype, n_features)
             self._stores[key] = store
+        elif store.prog is None:  # loaded from disk: attach the compiled program
+            store.prog = prog
         self._stores.move_to_end(key)
         return store
+
+    def save(self, path):
+        """Write every entry to ``path`` (a compressed ``.npz``; no pickle).
+
+        A later :meth:`load` resumes from it: a long search or Gram
+        computation interrupted after a save loses nothing computed before.
+        """
+        with self._lock:
+            arrays, meta = {}, []
+            for k, (key, st) in enumerate(self._stores.items()):
+                n = st.n
+                order = sorted(st.index.items(), key=lambda kv: kv[1])
+                arrays[f"X{k}"] = st.X[:n]
+                arrays[f"tapes{k}"] = st.tapes[:n]
+                arrays[f"K{k}"] = st.K[:, :n, :n]
+                arrays[f"known{k}"] = st.known[:n, :n]
+                arrays[f"keys{k}"] = np.frombuffer(b"".join(h for h, _ in order),
+                                                   dtype=np.uint8).reshape(n, -1)
+                meta.append({"key": [key[0], list(key[1]), key[2], key[3], key[4]],
+                             "n_outputs": st.n_outputs, "tape_len": st.tape_len})
+            arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+            np.savez_compressed(os.fspath(path), **arrays)
+
+    @classmethod
+    def load(cls, path, max_bytes=2 * 1024**3):
+        """A cache holding the entries saved by :meth:`save` at ``path``."""
+        cache = cls(max_bytes=max_bytes)
+        with np.load(os.fspath(path), allow_pickle=False) as data:
+            meta = json.loads(bytes(data["meta"]).decode())
+            for k, m in enumerate(meta):
+                a, shape, kind, dtype, spatial = m["key"]
+                key = (a, tuple(shape), kind, dtype, spatial)
+                X = data[f"X{k}"]
+                st = _Store(None, X.dtype, X.shape[1], m["n_outputs"], m["tape_len"])
+                n = X.shape[0]
+                st._grow(n)
+                st.X[:n] = X
+                st.tapes[:n] = data[f"tapes{k}"]
+                st.K[:, :n, :n] = data[f"K{k}"]
+                st.known[:n, :n] = data[f"known{k}"]
+                st.index = {bytes(h): s for s, h in enumerate(data[f"keys{k}"])}
+                st.n = n
+                cache._stores[key] = st
+        return cache
 
     def _make_room(self, store, extra_images):
         """Evict LRU stores so that `store` can grow; False if it cannot fit."""

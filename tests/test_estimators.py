@@ -309,3 +309,22 @@ def test_conv_kernel_writes_into_out_and_memmap(images, tmp_path):
         conv_kernel(X[:7], architecture=arch, out=np.empty((7, 6)))
     with pytest.raises(ValueError, match="needs shape"):
         conv_kernel(X[:7], architecture=arch, out=np.empty((7, 7), dtype=np.float32))
+
+
+def test_cache_save_and_load_resume_without_recomputing(images, tmp_path):
+    X, y = images
+    cache = KernelCache()
+    est = CNTKClassifier(depth=2, max_depth=3, cache=cache).fit(X[:16], y[:16])
+    pred = est.predict(X[16:])
+    path = tmp_path / "cache.npz"
+    cache.save(path)
+    loaded = KernelCache.load(path)
+    assert loaded.nbytes > 0
+    est2 = clone(est).set_params(cache=loaded, depth=3).fit(X[:16], y[:16])
+    assert loaded.computed_pairs_ == 0  # every training pair came from the file
+    est2.set_params(depth=2)
+    np.testing.assert_array_equal(est2.fit(X[:16], y[:16]).predict(X[16:]), pred)
+    assert loaded.computed_pairs_ == 0
+    # new images extend the loaded store
+    est2.fit(X, y)
+    assert loaded.computed_pairs_ == 24 * 23 // 2 - 16 * 15 // 2 - 16 * 8
