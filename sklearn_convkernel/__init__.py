@@ -22,6 +22,8 @@ from sklearn_convkernel._estimators import (
 )
 from sklearn_convkernel._finite import FiniteNetwork, empirical_kernel, sample_network
 from sklearn_convkernel._gram import conv_kernel
+from sklearn_convkernel._nystrom import CKNFeatures
+from sklearn_convkernel._supervised import SupervisedCKNClassifier
 from sklearn_convkernel._transformers import ConvKernel, default_architecture
 
 __version__ = "0.1.0"
@@ -39,6 +41,8 @@ __all__ = [
     "default_architecture",
     "CKNClassifier",
     "CKNRegressor",
+    "CKNFeatures",
+    "SupervisedCKNClassifier",
     "CNNGPClassifier",
     "CNNGPRegressor",
     "CNTKClassifier",

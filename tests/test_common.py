@@ -34,6 +34,11 @@ CHECK_PARAMS = {
     "CNNGPRegressor": dict(depth=2, kernel_size=3),
     "CKNClassifier": dict(depth=1, pooling="average", subsampling=1),
     "CKNRegressor": dict(depth=1, pooling="average", subsampling=1),
+    "CKNFeatures": dict(n_filters=(4,), patch_sizes=(3,), subsamplings=(1,),
+                        pooling="average", n_patches=200, random_state=0),
+    "SupervisedCKNClassifier": dict(n_filters=(4,), patch_sizes=(3,), subsamplings=(1,),
+                                    pooling="average", n_patches=200, max_iter=2,
+                                    random_state=0),
 }
 
 # {estimator name: {check name: reason}}
@@ -43,7 +48,9 @@ EXPECTED_FAILED_CHECKS = {}
 def _instances():
     for cls in all_estimators():
         params = dict(CHECK_PARAMS.get(cls.__name__, {}))
-        yield cls(image_shape=(1, -1), cache=None, **params)
+        if "cache" in cls().get_params():
+            params["cache"] = None
+        yield cls(image_shape=(1, -1), **params)
 
 
 def test_every_estimator_has_check_params():
