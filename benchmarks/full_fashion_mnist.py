@@ -1,0 +1,367 @@
+"""Fashion-MNIST on the full test set: exact convolutional kernels against an RBF SVC.
+
+Training set: the first ``n`` images of the official training split
+(n = 1000 and 5000); test set: all 10 000 official test images. Every
+hyper-parameter is chosen by 3-fold cross-validation (``GridSearchCV``,
+stratified, shuffled with seed 0) on the training images only; the selected
+model is refitted on all ``n`` images and scored once on the test set.
+
+Models (``--models``):
+
+``rbf``
+    ``SVC(kernel="rbf")`` on raw pixels, grid over ``C`` and ``gamma``.
+``cnngp``
+    ``CNNGPClassifier``: Garriga-Alonso et al.'s ConvNet GP (7x7
+    convolutions), ``depth`` 1..7 in one pass (``max_depth=7``) x ``alpha``.
+``cntk``
+    ``CNTKClassifier(gap=False)``: Arora et al.'s vanilla CNTK (3x3
+    convolutions, flatten read-out), ``depth`` 2..8 in one pass
+    (``max_depth=8``) x ``alpha``.
+``cntk-gap``
+    ``CNTKClassifier(gap=True)``: the CNTK with global average pooling,
+    ``depth`` 2..6 in one pass x ``alpha`` (full spatial path: ~100x the cost
+    per kernel entry of ``cntk``).
+``ckn``
+    ``CKNClassifier()``: ckn_kernel's example network (2 layers, 3x3
+    patches, exp kernel, Gaussian pooling 2 then 5), ``sigma`` fixed at 0.65,
+    ``alpha`` searched (full spatial path).
+
+The kernels run in float32 with ``n_jobs`` threads (default 2) and go through
+a ``KernelCache``, so the whole search costs about one training Gram per
+architecture; the test kernel (10 000 x n) is computed without the cache, in
+chunks, with progress output. Wall time is the whole search + refit + test
+prediction of one model.
+
+``--estimate`` times the kernel of each model on a small sample and prints
+the predicted wall time of the full run without running it.
+
+Results are kept per (model, n) in ``--out`` (JSON, default
+``benchmarks/results/full_fashion_mnist.json``); after every model the
+markdown table of all stored results is rewritten
+(``benchmarks/results/full_fashion_mnist.md``) and printed.
+
+Command lines used for the published table (2 cores, shared machine)::
+
+    python3 benchmarks/full_fashion_mnist.py --n 1000 --models rbf cnngp cntk
+    python3 benchmarks/full_fashion_mnist.py --n 5000 --models rbf cntk
+
+and for the cost estimates of the full-spatial models::
+
+    python3 benchmarks/full_fashion_mnist.py --n 1000 --models cntk-gap ckn --estimate
+
+Needs the full Fashion-MNIST IDX files (Debian: ``apt-get install
+dataset-fashion-mnist``, or ``--data DIR``). Run it from the repository root
+or anywhere else, with the package installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+ALPHAS = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
+MODEL_ORDER = ("rbf", "cnngp", "cntk", "cntk-gap", "ckn")
+N_TEST = 10_000
+
+
+def say(msg):
+    print(msg, flush=True)
+
+
+# ---------------------------------------------------------------------------
+# models
+# ---------------------------------------------------------------------------
+
+
+def kernel_model(name, dtype, n_jobs):
+    """(label, estimator, grid, (architecture at max_depth, kind)) of a kernel model."""
+    from sklearn_convkernel import (
+        CKNClassifier,
+        CNNGPClassifier,
+        CNTKClassifier,
+        ckn_architecture,
+        cnngp_architecture,
+        cntk_architecture,
+    )
+
+    common = dict(dtype=dtype, n_jobs=n_jobs)
+    if name == "cnngp":
+        est = CNNGPClassifier(kernel_size=7, max_depth=7, **common)
+        grid = {"depth": list(range(1, 8)), "alpha": ALPHAS}
+        arch = cnngp_architecture(7, kernel_size=7, max_depth=7)[0], "nngp"
+        return "CNN-GP (ConvNet GP, 7x7 conv)", est, grid, arch
+    if name == "cntk":
+        est = CNTKClassifier(gap=False, max_depth=8, **common)
+        grid = {"depth": list(range(2, 9)), "alpha": ALPHAS}
+        arch = cntk_architecture(8, gap=False, max_depth=8)[0], "ntk"
+        return "CNTK vanilla (3x3 conv, flatten)", est, grid, arch
+    if name == "cntk-gap":
+        est = CNTKClassifier(gap=True, max_depth=6, **common)
+        grid = {"depth": list(range(2, 7)), "alpha": ALPHAS}
+        arch = cntk_architecture(6, gap=True, max_depth=6)[0], "ntk"
+        return "CNTK-GAP (3x3 conv, global avg pool)", est, grid, arch
+    if name == "ckn":
+        est = CKNClassifier(**common)
+        grid = {"alpha": ALPHAS}
+        arch = ckn_architecture()[0], "nngp"
+        return "CKN (exp, 2 layers, Gaussian pooling)", est, grid, arch
+    raise ValueError(f"unknown model {name!r}; choose from {MODEL_ORDER}")
+
+
+def describe(params):
+    parts = []
+    for k in sorted(params):
+        v = params[k]
+        parts.append(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}")
+    return ", ".join(parts)
+
+
+def cv_splitter():
+    from sklearn.model_selection import StratifiedKFold
+
+    return StratifiedKFold(n_splits=3, shuffle=True, random_state=0)
+
+
+def run_rbf(X_train, y_train, X_test, y_test, n_jobs):
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.svm import SVC
+
+    F_train = X_train.reshape(len(X_train), -1).astype(np.float64)
+    F_test = X_test.reshape(len(X_test), -1).astype(np.float64)
+    gamma0 = 1.0 / (F_train.shape[1] * F_train.var())  # SVC's gamma="scale"
+    grid = {"C": [1.0, 3.0, 10.0, 30.0, 100.0],
+            "gamma": [gamma0 / 4, gamma0 / 2, gamma0, gamma0 * 2, gamma0 * 4]}
+    t0 = time.perf_counter()
+    # no kernel cache here, so the search itself may run in parallel
+    search = GridSearchCV(SVC(kernel="rbf"), grid, cv=cv_splitter(), n_jobs=n_jobs)
+    search.fit(F_train, y_train)
+    t_search = time.perf_counter() - t0
+    acc = search.score(F_test, y_test)
+    wall = time.perf_counter() - t0
+    best = search.best_params_
+    return {
+        "label": "RBF SVC on pixels (baseline)",
+        "params": f"C={best['C']:g}, gamma={best['gamma'] / gamma0:g} x scale",
+        "cv_accuracy": float(search.best_score_),
+        "accuracy": float(acc),
+        "wall_s": wall,
+        "search_s": t_search,
+        "test_s": wall - t_search,
+    }
+
+
+def run_kernel(name, X_train, y_train, X_test, y_test, dtype, n_jobs, chunk):
+    from sklearn.base import clone
+    from sklearn.model_selection import GridSearchCV
+
+    from sklearn_convkernel import KernelCache
+
+    label, est, grid, _ = kernel_model(name, dtype, n_jobs)
+    n = len(X_train)
+    # room for the cache's store: one square matrix per read-out over all the
+    # images seen, whose side grows by doubling (up to 4n/3 with 3 folds)
+    n_out = len(grid.get("depth", [1])) + 1
+    item = np.dtype(dtype).itemsize
+    cache = KernelCache(max_bytes=max(2 * 1024**3, int(2.2 * n * n * (n_out * item + 1))))
+    est.set_params(cache=cache)
+    n_cand = int(np.prod([len(v) for v in grid.values()]))
+    say(f"[{name}] {label}: 3-fold CV over {n_cand} candidates on {n} images "
+        f"({describe({k: f'{v[0]}..{v[-1]}' for k, v in grid.items()})}) ...")
+    t0 = time.perf_counter()
+    search = GridSearchCV(est, grid, cv=cv_splitter(), refit=True)
+    search.fit(X_train, y_train)
+    t_search = time.perf_counter() - t0
+    say(f"[{name}]   search done in {t_search:.0f} s ({cache.computed_pairs_} pairs computed; "
+        f"one Gram has {n * (n - 1) // 2}); best {describe(search.best_params_)}, "
+        f"CV accuracy {search.best_score_:.4f}")
+
+    # The test kernel: 10 000 x n entries, without the cache (whose store would
+    # grow to (n + 10 000)^2 entries per read-out). With a depth sweep the
+    # fitted network carries every depth up to max_depth; when the selected
+    # depth is smaller, refitting a network that stops there is cheaper.
+    best = search.best_estimator_
+    params = search.best_params_
+    if "depth" in params and params["depth"] < est.max_depth:
+        d, D = params["depth"], est.max_depth
+        keep_cost = D * len(X_test) * n
+        refit_cost = d * (len(X_test) * n + n * n / 2)
+        if refit_cost < keep_cost:
+            say(f"[{name}]   refitting at depth {d} without the read-outs up to {D} "
+                "(cheaper for the test kernel)")
+            best = clone(best).set_params(max_depth=None, cache=None, verbose=0)
+            t1 = time.perf_counter()
+            best.fit(X_train, y_train)
+            say(f"[{name}]   refit in {time.perf_counter() - t1:.0f} s")
+    best.set_params(cache=None)
+    t1 = time.perf_counter()
+    correct = 0
+    for start in range(0, len(X_test), chunk):
+        stop = min(start + chunk, len(X_test))
+        correct += int(np.sum(best.predict(X_test[start:stop]) == y_test[start:stop]))
+        el = time.perf_counter() - t1
+        eta = el / stop * (len(X_test) - stop)
+        say(f"[{name}]   test kernel {stop}/{len(X_test)} images, {el:.0f} s elapsed, "
+            f"~{eta:.0f} s left, running accuracy {correct / stop:.4f}")
+    t_test = time.perf_counter() - t1
+    wall = time.perf_counter() - t0
+    return {
+        "label": label,
+        "params": describe(params),
+        "cv_accuracy": float(search.best_score_),
+        "accuracy": correct / len(X_test),
+        "wall_s": wall,
+        "search_s": t_search,
+        "test_s": t_test,
+        "test_entries_per_s": len(X_test) * n / t_test,
+    }
+
+
+def estimate(name, X_train, X_test, n, dtype, n_jobs, sample):
+    """Predicted wall time of the full run of a kernel model, from a small sample."""
+    from sklearn_convkernel import conv_kernel
+
+    label, _, _, (arch, kind) = kernel_model(name, dtype, n_jobs)
+    Xs, Ys = X_train[:sample], X_test[:sample]
+    t0 = time.perf_counter()
+    conv_kernel(Ys, Xs, architecture=arch, kind=kind, dtype=dtype, n_jobs=n_jobs)
+    dt = time.perf_counter() - t0
+    rate = sample * sample / dt
+    entries = n * (n - 1) / 2 + N_TEST * n
+    return {
+        "label": label,
+        "rate": rate,
+        "entries": entries,
+        "predicted_s": entries / rate,
+    }
+
+
+# ---------------------------------------------------------------------------
+# results table
+# ---------------------------------------------------------------------------
+
+
+def fmt_time(s):
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def write_table(store, md_path):
+    rows = sorted(
+        store.values(),
+        key=lambda r: (r["n"], MODEL_ORDER.index(r["model"]) if r["model"] in MODEL_ORDER else 99),
+    )
+    lines = [
+        "| model | n train | selected (3-fold CV on the n training images) | CV acc. | "
+        "test acc. (10 000) | wall time (2 cores) |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['label']} | {r['n']} | {r['params']} | {r['cv_accuracy']:.4f} | "
+            f"**{r['accuracy']:.4f}** | {fmt_time(r['wall_s'])} |"
+        )
+    text = "\n".join(lines) + "\n"
+    hdr = (
+        "# Fashion-MNIST, full test set\n\n"
+        "Generated by `benchmarks/full_fashion_mnist.py` (see its docstring for the exact "
+        "command lines). Training set: the first n images of the official training split; "
+        "test set: the 10 000 official test images. Hyper-parameters chosen by 3-fold "
+        "cross-validation on the training images only. Kernels in float32; wall time = "
+        "search + refit + test prediction, on 2 cores of a machine shared with other jobs.\n\n"
+    )
+    md_path.write_text(hdr + text)
+    return text
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="See the module docstring for the models and the command lines.",
+    )
+    parser.add_argument("--n", type=int, nargs="+", default=[1000],
+                        help="training set sizes (default: 1000)")
+    parser.add_argument("--models", nargs="+", default=["rbf", "cnngp", "cntk"],
+                        choices=MODEL_ORDER, help="models to run (default: rbf cnngp cntk)")
+    parser.add_argument("--n-jobs", type=int, default=2, help="kernel threads (default: 2)")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    parser.add_argument("--n-test", type=int, default=N_TEST,
+                        help="test images (default: all 10000; fewer only for smoke tests, "
+                        "whose results are not stored)")
+    parser.add_argument("--chunk", type=int, default=1000,
+                        help="test images per prediction chunk (progress output)")
+    parser.add_argument("--estimate", action="store_true",
+                        help="only time each kernel model on a small sample and predict the "
+                        "wall time of the full run")
+    parser.add_argument("--sample", type=int, default=40,
+                        help="sample size of --estimate (default: 40)")
+    parser.add_argument("--data", default=None, help="directory of the Fashion-MNIST IDX files")
+    parser.add_argument("--out", default=str(RESULTS_DIR / "full_fashion_mnist.json"),
+                        help="JSON store of the results (the .md table is written next to it)")
+    args = parser.parse_args(argv)
+
+    from sklearn_convkernel import __version__
+    from sklearn_convkernel.datasets import load_fashion_mnist
+
+    X, y, X_test, y_test = load_fashion_mnist(subset=False, path=args.data, dtype=np.float32)
+    X_test, y_test = X_test[: args.n_test], y_test[: args.n_test]
+    say(f"sklearn-convkernel {__version__}, Python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs, n_jobs={args.n_jobs}, dtype={args.dtype}")
+    say(f"Fashion-MNIST: training sizes {args.n}, {len(X_test)} test images")
+
+    if args.estimate:
+        for n in args.n:
+            for name in args.models:
+                if name == "rbf":
+                    continue
+                e = estimate(name, X, X_test, n, args.dtype, args.n_jobs, args.sample)
+                say(f"[{name}] n={n}: {e['rate']:.0f} entries/s on a {args.sample}x"
+                    f"{args.sample} sample; {e['entries'] / 1e6:.1f}M entries (one training "
+                    f"Gram + the test kernel) -> about {fmt_time(e['predicted_s'])}")
+        return 0
+
+    out = Path(args.out)
+    store = {}
+    if out.exists():
+        for r in json.loads(out.read_text()):
+            store[(r["model"], r["n"])] = r
+    for n in args.n:
+        Xn, yn = X[:n], y[:n]
+        say(f"\n=== n = {n} (classes {np.bincount(yn, minlength=10).tolist()}) ===")
+        for name in args.models:
+            if name == "rbf":
+                say("[rbf] RBF SVC: 3-fold CV over C x gamma ...")
+                row = run_rbf(Xn, yn, X_test, y_test, args.n_jobs)
+            else:
+                row = run_kernel(name, Xn, yn, X_test, y_test, args.dtype, args.n_jobs,
+                                 args.chunk)
+            row.update(model=name, n=n, n_test=len(X_test), dtype=args.dtype,
+                       n_jobs=args.n_jobs, version=__version__,
+                       date=time.strftime("%Y-%m-%d %H:%M"))
+            say(f"[{name}] n={n}: test accuracy {row['accuracy']:.4f}, wall time "
+                f"{fmt_time(row['wall_s'])} ({row['params']})")
+            if len(X_test) != N_TEST:
+                say("(smoke test on a part of the test set: not stored)")
+                continue
+            store[(name, n)] = row
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(sorted(store.values(), key=lambda r: (r["n"], r["model"])),
+                                      indent=1) + "\n")
+            write_table(store, out.with_suffix(".md"))
+    if store:
+        say("\n" + write_table(store, out.with_suffix(".md")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
