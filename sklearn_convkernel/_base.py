@@ -160,43 +160,51 @@ def _resolve_image_shape(image_shape, n_features, owner):
     return tuple(int(v) for v in shape)
 
 
+def validate_images(est, X, reset, dtype=None):
+    """Flat C-contiguous rows (n, H*W*C) from images (n, H, W[, C]) or flat rows.
+
+    Sets ``image_shape_`` (and, through ``validate_data``, ``n_features_in_``)
+    when ``reset``; otherwise checks the images against ``image_shape_``.
+    ``dtype=None`` keeps float32 input as float32 and makes the rest float64.
+    """
+    owner = type(est).__name__
+    shape = None
+    if not hasattr(X, "iloc"):  # keep pandas DataFrames for feature names
+        arr = np.asarray(X) if not hasattr(X, "toarray") else X
+        if getattr(arr, "ndim", 2) in (3, 4):
+            shape = arr.shape[1:] if arr.ndim == 4 else arr.shape[1:] + (1,)
+            if est.image_shape is not None:
+                expected = _resolve_image_shape(est.image_shape, int(np.prod(shape)), owner)
+                if tuple(shape) != expected:
+                    raise ValueError(
+                        f"{owner}: X holds images of shape {tuple(shape)} but "
+                        f"image_shape={est.image_shape!r}."
+                    )
+            X = arr.reshape(arr.shape[0], -1)
+    X = validate_data(est, X, reset=reset, dtype=[np.float64, np.float32],
+                      accept_sparse=False, ensure_min_samples=1)
+    if dtype is not None:
+        X = X.astype(dtype, copy=False)
+    X = np.ascontiguousarray(X)
+    if shape is None:
+        shape = _resolve_image_shape(est.image_shape, X.shape[1], owner)
+    shape = tuple(int(v) for v in shape)
+    if reset:
+        est.image_shape_ = shape
+    elif shape != est.image_shape_:
+        raise ValueError(
+            f"{owner}: X holds images of shape {shape} but the estimator was fitted on "
+            f"images of shape {est.image_shape_}."
+        )
+    return X
+
+
 class ImageInputMixin:
     """Validation of image inputs for estimators: 4-D/3-D arrays or flat rows."""
 
     def _validate_images(self, X, reset):
-        """Return C-contiguous flat rows (n, H*W*C) of the estimator's dtype.
-
-        Sets ``n_features_in_`` and ``image_shape_`` when ``reset``.
-        """
-        owner = type(self).__name__
-        shape = None
-        if not hasattr(X, "iloc"):  # keep pandas DataFrames for feature names
-            arr = np.asarray(X) if not hasattr(X, "toarray") else X
-            if getattr(arr, "ndim", 2) in (3, 4):
-                shape = arr.shape[1:] if arr.ndim == 4 else arr.shape[1:] + (1,)
-                if self.image_shape is not None:
-                    expected = _resolve_image_shape(self.image_shape, int(np.prod(shape)), owner)
-                    if tuple(shape) != expected:
-                        raise ValueError(
-                            f"{owner}: X holds images of shape {tuple(shape)} but "
-                            f"image_shape={self.image_shape!r}."
-                        )
-                X = arr.reshape(arr.shape[0], -1)
-        dtype = resolve_dtype(self.dtype)
-        X = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32],
-                          accept_sparse=False, ensure_min_samples=1)
-        X = np.ascontiguousarray(X, dtype=dtype)
-        if shape is None:
-            shape = _resolve_image_shape(self.image_shape, X.shape[1], owner)
-        shape = tuple(int(v) for v in shape)
-        if reset:
-            self.image_shape_ = shape
-        elif shape != self.image_shape_:
-            raise ValueError(
-                f"{owner}: X holds images of shape {shape} but the estimator was fitted on "
-                f"images of shape {self.image_shape_}."
-            )
-        return X
+        """Flat rows (n, H*W*C) of the estimator's dtype; see :func:`validate_images`."""
+        return validate_images(self, X, reset, resolve_dtype(self.dtype))
 
 
 def check_architecture(architecture, owner):

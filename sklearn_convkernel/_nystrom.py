@@ -42,11 +42,11 @@ from sklearn.base import (
 )
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
 from sklearn_convkernel import arch as A
-from sklearn_convkernel._base import _resolve_image_shape
+from sklearn_convkernel._base import validate_images
 
 __all__ = ["CKNFeatures"]
 
@@ -462,45 +462,6 @@ def transform_batches(layers, X4, dtype, batch_size, n_jobs):
         else:
             Parallel(n_jobs=jobs, backend="threading")(delayed(run)(sl) for sl in slices)
     return out
-
-
-def validate_images(est, X, reset, dtype=None):
-    """Flat C-contiguous rows (n, H*W*C) of float32/float64 from images or flat rows.
-
-    Sets ``image_shape_`` (and, through ``validate_data``, ``n_features_in_``)
-    when ``reset``.  ``dtype=None`` keeps float32 input as float32 and makes
-    everything else float64.
-    """
-    owner = type(est).__name__
-    shape = None
-    if not hasattr(X, "iloc"):
-        arr = np.asarray(X) if not hasattr(X, "toarray") else X
-        if getattr(arr, "ndim", 2) in (3, 4):
-            shape = arr.shape[1:] if arr.ndim == 4 else arr.shape[1:] + (1,)
-            if est.image_shape is not None:
-                expected = _resolve_image_shape(est.image_shape, int(np.prod(shape)), owner)
-                if tuple(shape) != expected:
-                    raise ValueError(
-                        f"{owner}: X holds images of shape {tuple(shape)} but "
-                        f"image_shape={est.image_shape!r}."
-                    )
-            X = arr.reshape(arr.shape[0], -1)
-    X = validate_data(est, X, reset=reset, dtype=[np.float64, np.float32],
-                      accept_sparse=False, ensure_min_samples=1)
-    if dtype is not None:
-        X = X.astype(dtype, copy=False)
-    X = np.ascontiguousarray(X)
-    if shape is None:
-        shape = _resolve_image_shape(est.image_shape, X.shape[1], owner)
-    shape = tuple(int(v) for v in shape)
-    if reset:
-        est.image_shape_ = shape
-    elif shape != est.image_shape_:
-        raise ValueError(
-            f"{owner}: X holds images of shape {shape} but the estimator was fitted on "
-            f"images of shape {est.image_shape_}."
-        )
-    return X
 
 
 def resolve_feature_dtype(dtype, X):

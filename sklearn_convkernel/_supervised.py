@@ -45,6 +45,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
 from threadpoolctl import threadpool_limits
 
+from sklearn_convkernel._base import validate_images
 from sklearn_convkernel._nystrom import (
     CKN_NETWORK_CONSTRAINTS,
     build_layers,
@@ -60,7 +61,6 @@ from sklearn_convkernel._nystrom import (
     pool,
     pool_adjoint,
     transform_batches,
-    validate_images,
 )
 
 __all__ = ["SupervisedCKNClassifier"]
