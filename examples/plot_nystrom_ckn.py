@@ -26,8 +26,7 @@ import time
 
 import numpy as np
 
-from sklearn_convkernel import conv_kernel
-from sklearn_convkernel._nystrom import CKNFeatures  # public name once exported
+from sklearn_convkernel import CKNFeatures, conv_kernel
 from sklearn_convkernel.datasets import load_fashion_mnist
 
 X_train, _, X_test, _ = load_fashion_mnist()
