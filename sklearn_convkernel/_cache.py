@@ -69,9 +69,13 @@ class _Store:
         self.K[:, :n, :n] = K[:, :n, :n]
         self.known[:n, :n] = known[:n, :n]
 
-    def register(self, Xf, n_jobs):
+    def count_new(self, *key_lists):
+        """How many distinct images among the key lists are not registered yet."""
+        return len({k for keys in key_lists for k in keys if k not in self.index})
+
+    def register(self, Xf, n_jobs, keys=None):
         """Slots of the images Xf, registering (and self-passing) new ones."""
-        keys = _image_keys(Xf)
+        keys = _image_keys(Xf) if keys is None else keys
         slots = np.empty(len(keys), dtype=np.int64)
         new_rows, new_keys = [], []
         pending = {}
@@ -261,7 +265,9 @@ class KernelCache:
         """
         with self._lock:
             store = self._store(key, prog, Xf.dtype, Xf.shape[1])
-            n_new = Xf.shape[0] + (0 if Yf is None else Yf.shape[0])
+            kx = _image_keys(Xf)
+            ky = None if Yf is None else _image_keys(Yf)
+            n_new = store.count_new(kx, ky or [])
             if not self._make_room(store, n_new):
                 warnings.warn(
                     f"KernelCache: {n_new} images do not fit in max_bytes={self.max_bytes}; "
@@ -270,8 +276,8 @@ class KernelCache:
                     stacklevel=3,
                 )
                 return None
-            ix = store.register(Xf, n_jobs)
-            iy = ix if Yf is None else store.register(Yf, n_jobs)
+            ix = store.register(Xf, n_jobs, kx)
+            iy = ix if Yf is None else store.register(Yf, n_jobs, ky)
             self.requested_entries_ += len(ix) * len(iy)
             self.computed_pairs_ += store.fill(ix, iy, n_jobs)
             return store.K[:, ix][:, :, iy]
@@ -280,9 +286,10 @@ class KernelCache:
         """The self kernels k(x, x) of each image: (n_outputs, n_X)."""
         with self._lock:
             store = self._store(key, prog, Xf.dtype, Xf.shape[1])
-            if not self._make_room(store, Xf.shape[0]):
+            kx = _image_keys(Xf)
+            if not self._make_room(store, store.count_new(kx)):
                 return None
-            ix = store.register(Xf, n_jobs)
+            ix = store.register(Xf, n_jobs, kx)
             return store.K[:, ix, ix]
 
 

@@ -328,3 +328,19 @@ def test_cache_save_and_load_resume_without_recomputing(images, tmp_path):
     # new images extend the loaded store
     est2.fit(X, y)
     assert loaded.computed_pairs_ == 24 * 23 // 2 - 16 * 15 // 2 - 16 * 8
+
+
+def test_cache_budget_counts_only_new_images(images):
+    X, _ = images
+    X = np.concatenate([X, X[:, ::-1]])[:40]  # 40 distinct images
+    probe = KernelCache()
+    ConvKernel(small_arch(), cache=probe).fit_transform(X)
+    budget = probe.nbytes  # exactly one store of capacity 64
+    cache = KernelCache(max_bytes=budget)
+    ck = ConvKernel(small_arch(), cache=cache)
+    ck.fit_transform(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a bypass would warn
+        K = ck.transform(X[:30])
+    assert cache.computed_pairs_ == 40 * 39 // 2
+    np.testing.assert_allclose(K, conv_kernel(X[:30], X, architecture=small_arch()), rtol=1e-13)
