@@ -166,11 +166,16 @@ def run_kernel(name, X_train, y_train, X_test, y_test, dtype, n_jobs, chunk):
 
     label, est, grid, _ = kernel_model(name, dtype, n_jobs)
     n = len(X_train)
-    # room for the cache's store: one square matrix per read-out over all the
-    # images seen, whose side grows by doubling (up to 4n/3 with 3 folds)
+    # The cache's store holds one square matrix per read-out over the images
+    # seen, whose side grows by doubling: 4n/3 here (two folds, then the
+    # third).  Its room check counts every requested image as new and the
+    # side as doubling again, so it asks for a budget of up to (4n)^2 entries
+    # per read-out before it bypasses the cache (which would recompute the
+    # held-out kernels for every candidate): give it that budget (only the
+    # 4n/3 side is ever allocated).
     n_out = len(grid.get("depth", [1])) + 1
     item = np.dtype(dtype).itemsize
-    cache = KernelCache(max_bytes=max(2 * 1024**3, int(2.2 * n * n * (n_out * item + 1))))
+    cache = KernelCache(max_bytes=max(2 * 1024**3, (4 * n) ** 2 * (n_out * item + 1)))
     est.set_params(cache=cache)
     n_cand = int(np.prod([len(v) for v in grid.values()]))
     say(f"[{name}] {label}: 3-fold CV over {n_cand} candidates on {n} images "
