@@ -55,10 +55,13 @@ print(f"RBF SVC: test accuracy {acc_rbf:.3f} ({time.perf_counter() - t0:.1f} s),
 # maps images to their kernel against the training images, so the pipeline
 # works inside ``GridSearchCV``; ``kind`` switches between the NNGP kernel of
 # the network at initialisation and its neural tangent kernel.
+# ``n_jobs`` sets the threads of the kernel computation: one here, to keep
+# the documentation build light on a shared machine (``n_jobs=-1`` uses every
+# core).
 arch = Sequential(*[Conv(3, weight_var=2.0), ReLU()] * 3, Flatten(), Dense())
 
 pipe = Pipeline([
-    ("kernel", ConvKernel(arch, dtype="float32", n_jobs=-1)),
+    ("kernel", ConvKernel(arch, dtype="float32", n_jobs=1)),
     ("svc", SVC(kernel="precomputed")),
 ])
 grid = {"kernel__kind": ["nngp", "ntk"], "svc__C": [1, 10, 100]}
@@ -76,7 +79,7 @@ print(f"ConvKernel + SVC: test accuracy {acc_pipe:.3f} "
 # so the 4 depths x 4 regularisers x 3 folds share one set of kernel entries.
 # A cache of our own lets us read how many were computed.
 cache = KernelCache()
-cntk = CNTKClassifier(gap=False, max_depth=5, dtype="float32", n_jobs=-1, cache=cache)
+cntk = CNTKClassifier(gap=False, max_depth=5, dtype="float32", n_jobs=1, cache=cache)
 grid = {"depth": [2, 3, 4, 5], "alpha": [1e-4, 1e-3, 1e-2, 1e-1]}
 
 t0 = time.perf_counter()

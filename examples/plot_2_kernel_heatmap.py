@@ -33,7 +33,7 @@ print(X.shape, np.bincount(y))
 # matrix directly.
 arch, _ = cnngp_architecture(depth=7, kernel_size=7)
 t0 = time.perf_counter()
-K_cnngp = conv_kernel(X, architecture=arch, kind="nngp", dtype="float32", n_jobs=-1)
+K_cnngp = conv_kernel(X, architecture=arch, kind="nngp", dtype="float32", n_jobs=1)
 t = time.perf_counter() - t0
 print(f"CNN-GP Gram {K_cnngp.shape}: {t:.1f} s, {len(X) * (len(X) + 1) / 2 / t:.0f} entries/s")
 

@@ -65,6 +65,23 @@ class FiniteNetwork:
 
     Call it on images of shape (n, H, W, C) to get the final 1x1 map's
     channels, shape (n, C_out).
+
+    Parameters
+    ----------
+    architecture : Layer
+        The architecture (layers of :mod:`sklearn_convkernel.arch`) ending in
+        a read-out, so that the output is a 1x1 map.
+    input_channels : int
+        Number of channels ``C`` of the images.
+    width : int
+        Number of output channels of every ``Conv`` / ``Dense`` layer.
+    random_state : int, numpy.random.Generator, RandomState, SeedSequence or None, default=None
+        Seeds the parameters (reduced to one integer seed, the attribute ``seed``).
+
+    See Also
+    --------
+    sample_network : the same, as a function.
+    empirical_kernel : the Monte-Carlo kernel of many such networks.
     """
 
     def __init__(self, architecture, input_channels, width, random_state=None):
@@ -215,7 +232,22 @@ def _pointwise(layer, u):
 def sample_network(architecture, input_channels, width, random_state=None):
     """Draw a finite random network of the given width from ``architecture``.
 
-    Returns a callable ``f(X) -> (n, C_out)`` (see :class:`FiniteNetwork`).
+    Parameters
+    ----------
+    architecture : Layer
+        The architecture (layers of :mod:`sklearn_convkernel.arch`) ending in
+        a read-out.
+    input_channels : int
+        Number of channels ``C`` of the images.
+    width : int
+        Number of output channels of every ``Conv`` / ``Dense`` layer.
+    random_state : int, numpy.random.Generator, RandomState, SeedSequence or None, default=None
+        Seeds the parameters.
+
+    Returns
+    -------
+    FiniteNetwork
+        A callable ``f(X) -> (n, C_out)`` on images X of shape (n, H, W, C).
     """
     return FiniteNetwork(architecture, input_channels, width, random_state)
 
@@ -223,9 +255,29 @@ def sample_network(architecture, input_channels, width, random_state=None):
 def empirical_kernel(X, Y=None, *, architecture, width, n_networks, random_state=None):
     """Monte-Carlo estimate of the NNGP kernel from finite random networks.
 
-    Returns ``(mean, stderr)``: the mean over ``n_networks`` independent networks
-    of the empirical kernel ``(1/C_out) sum_c f_c(x) f_c(y)`` (shape
-    (n_X, n_Y)), and its standard error across networks.
+    Parameters
+    ----------
+    X : array-like of shape (n_X, H, W, C)
+        Images.
+    Y : array-like of shape (n_Y, H, W, C), default=None
+        Second set of images; None means ``Y = X``.
+    architecture : Layer
+        The architecture (layers of :mod:`sklearn_convkernel.arch`) ending in
+        a read-out.
+    width : int
+        Number of output channels of every ``Conv`` / ``Dense`` layer.
+    n_networks : int
+        Number of independent networks (at least 2).
+    random_state : int, numpy.random.Generator, RandomState, SeedSequence or None, default=None
+        Seeds the networks.
+
+    Returns
+    -------
+    mean : ndarray of shape (n_X, n_Y)
+        The mean over the networks of the empirical kernel
+        ``(1/C_out) sum_c f_c(x) f_c(y)``.
+    stderr : ndarray of shape (n_X, n_Y)
+        Its standard error across networks.
     """
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 4:

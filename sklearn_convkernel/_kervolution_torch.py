@@ -181,6 +181,19 @@ class KernelConv2d(nn.Conv2d):
         return torch.cat(outs, dim=0)
 
     def forward(self, x):
+        """Kernel responses (plus bias) of a batch ``x`` of shape (N, C_in, H, W).
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (N, in_channels, H, W)
+
+        Returns
+        -------
+        torch.Tensor of shape (N, out_channels, H', W')
+            The output size is that of :class:`torch.nn.Conv2d` with the same
+            stride, padding and dilation (``ceil(H / stride)`` for
+            ``padding="same"`` with a stride).
+        """
         if self.kernel == "linear":
             return self._conv_forward(x, self.weight, self.bias) if not self._tf_same else (
                 F.conv2d(self._prepared(x)[0], self.weight, self.bias, self.stride, 0,

@@ -232,13 +232,22 @@ class SupervisedCKNClassifier(ClassifierMixin, BaseEstimator):
     n_filters : int or sequence of int, default=(32, 128)
         Anchors per layer (the depth is the length).
     patch_sizes : int or sequence of int, default=(3, 3)
+        Patch side per layer.
     subsamplings : int or sequence of int, default=(2, 3)
+        Pooling subsampling per layer (output sizes as in
+        :class:`~sklearn_convkernel.CKNFeatures`).
     kernel : {"exp", "relu", "poly2", "poly3", "poly4"} or sequence, default="exp"
+        Dot-product kernel on normalised patches, per layer (as in
+        :class:`~sklearn_convkernel.CKNFeatures`).
     sigma : float or sequence of float, default=0.6
+        Bandwidth of the "exp" kernel.
     pooling : {"gaussian", "average", "strided"} or sequence, default="gaussian"
+        ckn_kernel's pooling, per layer.
     n_patches : int, default=50000
         Patches per layer for the unsupervised initialisation.
     kmeans_iter : int, default=10
+        Spherical k-means iterations of the initialisation (0: random
+        patches as anchors).
     regularization : float, default=1e-3
         Added to the eigenvalues of ``K_ZZ`` before the inverse square root.
     alpha : float, default=1e-3

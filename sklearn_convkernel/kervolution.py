@@ -5,17 +5,18 @@ Wang, Yang, Zhang, Jiang and Gao, "Kervolutional Neural Networks", CVPR
 kernel ``k(p, w)`` between the (strided, dilated, padded) input patch ``p``
 of each group of input channels and each filter ``w`` (plus a bias):
 
-========== ============================================ =====================
-kernel     response ``k(p, w)``                         parameters
-========== ============================================ =====================
-linear     ``<p, w>`` (exactly ``torch.nn.functional.conv2d``)
-polynomial ``(<p, w> + c) ** degree``                   ``c=1.0, degree=2``
-gaussian   ``exp(-gamma ||p - w||^2)``                  ``gamma=1.0``
-sigmoid    ``tanh(alpha <p, w> + c)``                   ``alpha=1.0, c=0.0``
+========== ============================== =====================
+kernel     response ``k(p, w)``           parameters
+========== ============================== =====================
+linear     ``<p, w>``
+polynomial ``(<p, w> + c) ** degree``     ``c=1.0, degree=2``
+gaussian   ``exp(-gamma ||p - w||^2)``    ``gamma=1.0``
+sigmoid    ``tanh(alpha <p, w> + c)``     ``alpha=1.0, c=0.0``
 manhattan  ``-||p - w||_1``
-========== ============================================ =====================
+========== ============================== =====================
 
-The patch/filter products come from ``conv2d`` itself (so channel and
+The linear kernel is exactly ``torch.nn.functional.conv2d``.  The
+patch/filter products come from ``conv2d`` itself (so channel and
 position orders are those of PyTorch), the Gaussian distance from
 ``||p||^2 + ||w||^2 - 2 <p, w>`` (``||p||^2`` is a convolution of ``x**2``
 with a ones filter), never materialising the ``N x C_out x patch x
