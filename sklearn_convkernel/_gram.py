@@ -179,6 +179,21 @@ def pair_values(prog, X, tx, Y, ty, ii, jj, n_jobs=None, chunk=None):
     return out
 
 
+def _n_tiles(nx, ny, tile, symmetric):
+    tx, ty = -(-nx // tile), -(-ny // tile)
+    return tx * (tx + 1) // 2 if symmetric else tx * ty
+
+
+def default_tile_size(nx, ny, symmetric, n_jobs, max_tile=32):
+    """Images per tile side: at most ``max_tile``, halved until there are at
+    least 4 tasks per worker, so that a small Gram keeps every worker busy
+    (a Gram of 10 images is otherwise one tile, computed by one thread)."""
+    tile = max_tile
+    while tile > 1 and _n_tiles(nx, ny, tile, symmetric) < 4 * n_jobs:
+        tile //= 2
+    return tile
+
+
 def gram(prog, Xf, tx, sx=None, Yf=None, ty=None, *, n_jobs=None, tile_size=None,
          verbose=0, out=None):
     """Assemble K(X, Y) (or the symmetric K(X, X) when Yf is None) tile by tile.
@@ -204,7 +219,10 @@ def gram(prog, Xf, tx, sx=None, Yf=None, ty=None, *, n_jobs=None, tile_size=None
         Yf, ty = Xf, tx
     nx, ny = Xf.shape[0], Yf.shape[0]
     n_jobs = effective_n_jobs(n_jobs)
-    tile = int(tile_size) if tile_size is not None else 32
+    if tile_size is None:
+        tile = default_tile_size(nx, ny, symmetric, n_jobs)
+    else:
+        tile = int(tile_size)
     if out is None:
         out = np.empty((prog.n_outputs, nx, ny), dtype=Xf.dtype)
     # for K(X, X) keep only tiles holding some pair i < j (the rest is mirrored)
@@ -280,7 +298,9 @@ def conv_kernel(
         is exact (no position-mixing pooling downstream), "full" always
         carries the full tensors over pairs of positions (slow; for checks).
     tile_size : int, default=None
-        Images per tile side (default 32).  Results do not depend on it.
+        Images per tile side.  The default is 32, halved for small
+        matrices until every worker has at least 4 tiles.  Results do not
+        depend on it.
     verbose : int, default=0
         Print progress when > 0.
     out : ndarray, str or path-like, default=None

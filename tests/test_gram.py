@@ -5,6 +5,7 @@ import pytest
 from joblib import parallel_config
 
 from sklearn_convkernel import _core, conv_kernel
+from sklearn_convkernel._gram import default_tile_size
 from sklearn_convkernel._plan import make_plan
 from sklearn_convkernel.arch import AvgPool, Conv, Dense, Flatten, GlobalAvgPool, ReLU, Sequential
 
@@ -102,3 +103,27 @@ def test_nested_taps_are_numbered_in_order_of_appearance():
         np.testing.assert_allclose(K, R, rtol=1e-12)
         # the outer tap (GAP of the 2-layer map) differs from the inner (flatten)
         assert not np.allclose(K[0], K[1])
+
+
+@pytest.mark.parametrize("nx, ny, symmetric, n_jobs", [
+    (10, 10, True, 2), (10, 10, True, 1), (3, 50, False, 2), (1, 1, True, 4),
+    (1000, 1000, True, 2), (40, 7, False, 8),
+])
+def test_default_tile_size_feeds_every_worker(nx, ny, symmetric, n_jobs):
+    tile = default_tile_size(nx, ny, symmetric, n_jobs)
+    assert 1 <= tile <= 32
+    tr, tc = -(-nx // tile), -(-ny // tile)
+    n_tasks = tr * (tr + 1) // 2 if symmetric else tr * tc
+    # at least 4 tasks per worker unless the tiles are already single images
+    assert n_tasks >= 4 * n_jobs or tile == 1
+    if tile < 32:  # a larger tile would starve the workers
+        tr2, tc2 = -(-nx // (2 * tile)), -(-ny // (2 * tile))
+        assert (tr2 * (tr2 + 1) // 2 if symmetric else tr2 * tc2) < 4 * n_jobs
+
+
+def test_small_gram_is_tiled_for_threads_and_unchanged():
+    rng = np.random.default_rng(5)
+    X = rng.random((10, 6, 5, 1))
+    one = conv_kernel(X, architecture=ARCH, kind="ntk", n_jobs=1, tile_size=32)
+    two = conv_kernel(X, architecture=ARCH, kind="ntk", n_jobs=2)
+    np.testing.assert_array_equal(two, one)
