@@ -291,3 +291,24 @@ def test_architecture_without_readout_names_the_fix():
         conv_kernel(X, architecture=Sequential(Conv(3), ReLU()))
     with pytest.raises(ValueError, match="Conv|Dense"):
         conv_kernel(X, architecture=Sequential(ReLU(), Flatten()))
+
+
+# Kernels taller/wider than the number of taps the engine sums in registers
+# (16), on an image large enough for all of them to be inside it at once.
+TALL_KERNELS = {
+    "tall-flatten": S(Conv((18, 3), weight_var=2, bias_var=0.1), ReLU(),
+                      Conv((2, 17), padding="valid", weight_var=2), ReLU(), Flatten(), Dense()),
+    "tall-gap": S(Conv((17, 2), weight_var=2), ReLU(), Conv((3, 18), bias_var=0.2), ReLU(),
+                  GlobalAvgPool(), Dense()),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TALL_KERNELS))
+@pytest.mark.parametrize("kind", ["nngp", "ntk"])
+def test_kernels_with_many_taps_match_reference(name, kind):
+    X = make_data("uniform", 1, (20, 19), 2, seed=5)
+    Y = make_data("normal", 2, (20, 19), 1, seed=6)[..., :1]
+    arch = TALL_KERNELS[name]
+    expected = reference_gram(X, Y, architecture=arch, kind=kind)
+    got = conv_kernel(X, Y, architecture=arch, kind=kind)
+    assert rel_err(got, expected) <= 1e-12

@@ -252,6 +252,46 @@ inline void axpy(T a, const T* __restrict x, T* __restrict y, int64_t n) {
     for (int64_t t = 0; t < n; ++t) y[t] += a * x[t];
 }
 
+// Most taps one window sum folds in registers (taller kernels are summed in
+// several passes).
+constexpr int kMaxTaps = 16;
+
+// dst[t] = c * (src[0][t] + ... + src[K-1][t]) + b, each sum in registers.
+template <int K, class T>
+CK_INLINE void sum_rows_k(const T* const* src, T* __restrict dst, int64_t n, T c, T b) {
+    const T* s[K];
+    for (int k = 0; k < K; ++k) s[k] = src[k];
+    for (int64_t t = 0; t < n; ++t) {
+        T acc = s[0][t];
+#pragma GCC unroll 16
+        for (int k = 1; k < K; ++k) acc += s[k][t];
+        dst[t] = c * acc + b;
+    }
+}
+
+// The same for 1 <= k <= kMaxTaps sources (dst is none of them).
+template <class T>
+inline void sum_rows(const T* const* src, int k, T* dst, int64_t n, T c, T b) {
+    switch (k) {
+        case 1: sum_rows_k<1>(src, dst, n, c, b); break;
+        case 2: sum_rows_k<2>(src, dst, n, c, b); break;
+        case 3: sum_rows_k<3>(src, dst, n, c, b); break;
+        case 4: sum_rows_k<4>(src, dst, n, c, b); break;
+        case 5: sum_rows_k<5>(src, dst, n, c, b); break;
+        case 6: sum_rows_k<6>(src, dst, n, c, b); break;
+        case 7: sum_rows_k<7>(src, dst, n, c, b); break;
+        case 8: sum_rows_k<8>(src, dst, n, c, b); break;
+        case 9: sum_rows_k<9>(src, dst, n, c, b); break;
+        case 10: sum_rows_k<10>(src, dst, n, c, b); break;
+        case 11: sum_rows_k<11>(src, dst, n, c, b); break;
+        case 12: sum_rows_k<12>(src, dst, n, c, b); break;
+        case 13: sum_rows_k<13>(src, dst, n, c, b); break;
+        case 14: sum_rows_k<14>(src, dst, n, c, b); break;
+        case 15: sum_rows_k<15>(src, dst, n, c, b); break;
+        default: sum_rows_k<16>(src, dst, n, c, b); break;
+    }
+}
+
 // One axis of a convolution: for each tap, the input index of each output
 // (-1 in the zero padding), and for stride 1 without wrap-around the
 // contiguous valid range of outputs with their input offset.
@@ -302,6 +342,7 @@ class Engine {
         }
         bufK_.reserve((size_t)max_size);
         if (ntk_) bufT_.reserve((size_t)max_size);
+        axes_.resize((size_t)(2 * P.n_ops));
     }
 
     // Runs the program on (x, y).  For the self pass, x == y, tape_x ==
@@ -318,10 +359,10 @@ class Engine {
                 case OP_CONV: {
                     const int64_t* rn = k + 1 < P_.n_ops ? op_row(P_, k + 1) : nullptr;
                     if (!self && rn && rn[C_CODE] == OP_NONLIN && r[C_MODE_OUT] == 1) {
-                        op_conv(r, f, rn, fop_row(P_, k + 1), tape_x, tape_y);  // fused
+                        op_conv(k, r, f, rn, fop_row(P_, k + 1), tape_x, tape_y);  // fused
                         ++k;
                     } else {
-                        op_conv(r, f);
+                        op_conv(k, r, f);
                     }
                     break;
                 }
@@ -410,82 +451,202 @@ class Engine {
         if (ntk_) std::fill(s.Th.begin(), s.Th.end(), T(0));
     }
 
-    // Window sums (no scaling) of one output block (a, a2) of a full tensor:
-    // height taps into tmp (W x W), then width taps into o (Wo x Wo).
-    void conv_block(const T* src, T* o, int64_t a, int64_t a2, int64_t H, int64_t W) {
-        const int64_t blk = W * W, Wo = cw_.n_out;
+    // One output block (a, a2) of a full tensor: o = c * (window sums) + b.
+    // Height taps are summed into tmp (W x W) in one pass, then width taps
+    // into o, every output element summing all its taps in registers and
+    // being stored once (sum_rows); in the contiguous case (stride 1, zero
+    // padding) the few border columns where some tap falls in the padding
+    // are summed separately.
+    void conv_block(const T* src, T* o, int64_t a, int64_t a2, int64_t H, int64_t W, T c,
+                    T b) {
+        const int64_t blk = W * W, Wo = cw_->n_out;
         T* tmp = tmp_.data();
-        std::fill(tmp, tmp + blk, T(0));
-        for (int64_t t = 0; t < ch_.k; ++t) {
-            const int64_t i1 = ch_.tab[(size_t)(t * ch_.n_out + a)];
-            const int64_t i2 = ch_.tab[(size_t)(t * ch_.n_out + a2)];
+        const T* rows[kMaxTaps];
+        int nk = 0;
+        bool folded = false;  // very tall kernels: the first kMaxTaps taps summed into tmp
+        for (int64_t t = 0; t < ch_->k; ++t) {
+            const int64_t i1 = ch_->tab[(size_t)(t * ch_->n_out + a)];
+            const int64_t i2 = ch_->tab[(size_t)(t * ch_->n_out + a2)];
             if (i1 < 0 || i2 < 0) continue;
-            add_to(src + (i1 * H + i2) * blk, tmp, blk);
-        }
-        std::fill(o, o + Wo * Wo, T(0));
-        if (cw_.contiguous) {
-            for (int64_t t = 0; t < cw_.k; ++t) {
-                const int64_t lo = cw_.lo[(size_t)t], hi = cw_.hi[(size_t)t], off = cw_.off[(size_t)t];
-                for (int64_t b = lo; b < hi; ++b)
-                    add_to(tmp + (b + off) * W + lo + off, o + b * Wo + lo, hi - lo);
+            const T* blk_src = src + (i1 * H + i2) * blk;
+            if (folded) {
+                add_to(blk_src, tmp, blk);
+            } else if (nk == kMaxTaps) {
+                sum_rows(rows, nk, tmp, blk, T(1), T(0));
+                add_to(blk_src, tmp, blk);
+                folded = true;
+            } else {
+                rows[nk++] = blk_src;
             }
+        }
+        if (nk == 0) {
+            std::fill(o, o + Wo * Wo, b);
+            return;
+        }
+        if (folded) {
+            // tmp holds the sum already
+        } else if (nk > 1) {
+            sum_rows(rows, nk, tmp, blk, T(1), T(0));
         } else {
-            for (int64_t t = 0; t < cw_.k; ++t) {
-                const int64_t* tt = cw_.tab.data() + t * Wo;
-                for (int64_t b = 0; b < Wo; ++b) {
-                    const int64_t j1 = tt[b];
+            tmp = const_cast<T*>(rows[0]);  // a single tap: read the input block itself
+        }
+        if (cw_->contiguous && cw_->k <= kMaxTaps) {
+            // tmp copied into the zero-padded block of conv_pad_layout, where
+            // every width tap is a constant flat offset: one flat sum for the
+            // whole output block, then its rows are compacted into o
+            const int64_t Wp = bpad_w_;
+            T* pad = bpad_.data();
+            for (int64_t j = 0; j < W; ++j)
+                std::memcpy(pad + (bpad_top_ + j) * Wp + bpad_top_, tmp + j * W,
+                            (size_t)W * sizeof(T));
+            const T* rws[kMaxTaps];
+            for (int64_t t = 0; t < cw_->k; ++t)
+                rws[t] = pad + bpad_top_ * (Wp + 1) + cw_->off[(size_t)t] * (Wp + 1);
+            T* wo = bout_.data();
+            sum_rows(rws, (int)cw_->k, wo, (Wo - 1) * Wp + Wo, c, b);
+            for (int64_t bb = 0; bb < Wo; ++bb)
+                std::memcpy(o + bb * Wo, wo + bb * Wp, (size_t)Wo * sizeof(T));
+        } else {
+            std::fill(o, o + Wo * Wo, T(0));
+            for (int64_t t = 0; t < cw_->k; ++t) {
+                const int64_t* tt = cw_->tab.data() + t * Wo;
+                for (int64_t bb = 0; bb < Wo; ++bb) {
+                    const int64_t j1 = tt[bb];
                     if (j1 < 0) continue;
                     const T* row = tmp + j1 * W;
-                    T* orow = o + b * Wo;
+                    T* orow = o + bb * Wo;
                     for (int64_t b2 = 0; b2 < Wo; ++b2) {
                         const int64_t j2 = tt[b2];
                         orow[b2] += j2 >= 0 ? row[j2 >= 0 ? j2 : 0] : T(0);
                     }
                 }
             }
+            for (int64_t t = 0; t < Wo * Wo; ++t) o[t] = c * o[t] + b;
         }
     }
 
-    // Window sums of a diagonal-mode map (H x W) into o (Ho x Wo).
-    void conv_diag(const T* src, T* o, int64_t W) {
-        const int64_t Ho = ch_.n_out, Wo = cw_.n_out;
+    // The zero-padded W x W block used by conv_block's width stage: the
+    // block sits at rows/columns [top, top + W) of a (top + W + right + 1) x
+    // (top + W + right) buffer whose padding is zeroed once per convolution.
+    void conv_pad_layout(int64_t W) {
+        const int64_t Wo = cw_->n_out;
+        int64_t top = 0, right = 0;
+        for (int64_t t = 0; t < cw_->k; ++t) {
+            top = std::max(top, -cw_->off[(size_t)t]);
+            right = std::max(right, cw_->off[(size_t)t] + Wo - W);
+        }
+        bpad_top_ = top;
+        bpad_w_ = top + W + right;
+        bpad_.assign((size_t)((bpad_w_ + 1) * bpad_w_), T(0));
+        bout_.resize((size_t)(Wo * bpad_w_));
+    }
+
+    // Window sums of a diagonal-mode map (H x W) into o (Ho x Wo), o = c * sums + b.
+    // Contiguous axes (stride 1, zero padding) run as long flat sums: the
+    // map is copied into rows padded with zeros (stride Wp), so that the
+    // width taps are constant offsets over the whole map; then the height
+    // taps are constant offsets of whole padded rows over the band of output
+    // rows where every tap is inside the input (the few border rows sum
+    // their valid taps row by row); the result is compacted into o.
+    void conv_diag(const T* src, T* o, int64_t H, int64_t W, T c, T b) {
+        const int64_t Ho = ch_->n_out, Wo = cw_->n_out;
+        if (!(ch_->contiguous && cw_->contiguous && ch_->k <= kMaxTaps && cw_->k <= kMaxTaps)) {
+            conv_diag_generic(src, o, W);
+            for (int64_t t = 0; t < Ho * Wo; ++t) o[t] = c * o[t] + b;
+            return;
+        }
+        int64_t PL = 0, PR = 0;
+        for (int64_t t = 0; t < cw_->k; ++t) {
+            const int64_t off = cw_->off[(size_t)t];
+            PL = std::max(PL, -off);
+            PR = std::max(PR, off + Wo - W);
+        }
+        const int64_t Wp = PL + W + PR;
+        // padded copy (one spare padded row at the end keeps every flat read in bounds)
+        dpad_.resize((size_t)((H + 1) * Wp));
+        T* pad = dpad_.data();
+        for (int64_t i = 0; i < H; ++i) {
+            T* row = pad + i * Wp;
+            std::fill(row, row + PL, T(0));
+            std::memcpy(row + PL, src + i * W, (size_t)W * sizeof(T));
+            std::fill(row + PL + W, row + Wp, T(0));
+        }
+        std::fill(pad + H * Wp, pad + (H + 1) * Wp, T(0));
+        // width taps: wsum[i * Wp + b] for b < Wo (columns Wo..Wp-1 are scratch)
+        dtmp_.resize((size_t)(H * Wp));
+        T* wsum = dtmp_.data();
+        const T* rows[kMaxTaps];
+        for (int64_t t = 0; t < cw_->k; ++t) rows[t] = pad + PL + cw_->off[(size_t)t];
+        sum_rows(rows, (int)cw_->k, wsum, H * Wp, T(1), T(0));
+        // height taps over padded rows
+        dout_.resize((size_t)(Ho * Wp));
+        T* hs = dout_.data();
+        int64_t Bl = 0, Bh = Ho;
+        for (int64_t t = 0; t < ch_->k; ++t) {
+            Bl = std::max(Bl, ch_->lo[(size_t)t]);
+            Bh = std::min(Bh, ch_->hi[(size_t)t]);
+        }
+        if (Bl < Bh) {
+            for (int64_t t = 0; t < ch_->k; ++t) rows[t] = wsum + (Bl + ch_->off[(size_t)t]) * Wp;
+            sum_rows(rows, (int)ch_->k, hs + Bl * Wp, (Bh - Bl) * Wp - (Wp - Wo), c, b);
+        } else {
+            Bl = Bh = Ho;
+        }
+        for (int64_t a = 0; a < Ho; ++a) {
+            if (a == Bl) a = Bh;
+            if (a >= Ho) break;
+            int nv = 0;
+            for (int64_t t = 0; t < ch_->k; ++t)
+                if (a >= ch_->lo[(size_t)t] && a < ch_->hi[(size_t)t])
+                    rows[nv++] = wsum + (a + ch_->off[(size_t)t]) * Wp;
+            if (nv == 0)
+                std::fill(hs + a * Wp, hs + a * Wp + Wo, b);
+            else
+                sum_rows(rows, nv, hs + a * Wp, Wo, c, b);
+        }
+        for (int64_t a = 0; a < Ho; ++a)
+            std::memcpy(o + a * Wo, hs + a * Wp, (size_t)Wo * sizeof(T));
+    }
+
+    // Strided, dilated-with-stride or circular axes: tap tables.
+    void conv_diag_generic(const T* src, T* o, int64_t W) {
+        const int64_t Ho = ch_->n_out, Wo = cw_->n_out;
         tmp_.resize((size_t)(Ho * W));
         T* tmp = tmp_.data();
         std::fill(tmp, tmp + Ho * W, T(0));
-        for (int64_t t = 0; t < ch_.k; ++t)
+        for (int64_t t = 0; t < ch_->k; ++t)
             for (int64_t a = 0; a < Ho; ++a) {
-                const int64_t i = ch_.tab[(size_t)(t * Ho + a)];
+                const int64_t i = ch_->tab[(size_t)(t * Ho + a)];
                 if (i >= 0) add_to(src + i * W, tmp + a * W, W);
             }
         std::fill(o, o + Ho * Wo, T(0));
         for (int64_t a = 0; a < Ho; ++a) {
             const T* row = tmp + a * W;
             T* orow = o + a * Wo;
-            if (cw_.contiguous) {
-                for (int64_t t = 0; t < cw_.k; ++t) {
-                    const int64_t lo = cw_.lo[(size_t)t], hi = cw_.hi[(size_t)t];
-                    add_to(row + lo + cw_.off[(size_t)t], orow + lo, hi - lo);
-                }
-            } else {
-                for (int64_t t = 0; t < cw_.k; ++t) {
-                    const int64_t* tt = cw_.tab.data() + t * Wo;
-                    for (int64_t b = 0; b < Wo; ++b)
-                        if (tt[b] >= 0) orow[b] += row[tt[b]];
-                }
+            for (int64_t t = 0; t < cw_->k; ++t) {
+                const int64_t* tt = cw_->tab.data() + t * Wo;
+                for (int64_t bb = 0; bb < Wo; ++bb)
+                    if (tt[bb] >= 0) orow[bb] += row[tt[bb]];
             }
         }
     }
 
     // Convolution; when `nl` is given (the pair pass, full mode), the next
     // op's nonlinearity is applied to each output block while it is in cache.
-    void op_conv(const int64_t* r, const double* f, const int64_t* nl = nullptr,
+    void op_conv(int64_t op, const int64_t* r, const double* f, const int64_t* nl = nullptr,
                  const double* nlf = nullptr, const T* tape_x = nullptr,
                  const T* tape_y = nullptr) {
         State<T>& s = top();
         const int64_t H = r[C_IN_H], W = r[C_IN_W], Ho = r[C_OUT_H], Wo = r[C_OUT_W];
         const int64_t kh = r[8], kw = r[9];
-        ch_.set(H, Ho, kh, r[10], r[12], r[14], r[16] != 0);
-        cw_.set(W, Wo, kw, r[11], r[13], r[15], r[17] != 0);
+        // the axis tables of each conv op are built once per engine (per tile)
+        ConvAxis* ax = axes_.data() + 2 * op;
+        if (ax[0].k == 0) {
+            ax[0].set(H, Ho, kh, r[10], r[12], r[14], r[16] != 0);
+            ax[1].set(W, Wo, kw, r[11], r[13], r[15], r[17] != 0);
+        }
+        ch_ = ax;
+        cw_ = ax + 1;
         const bool trainable = r[18] != 0;
         const T c = (T)(f[0] / (double)(kh * kw));
         const T b = (T)f[1];
@@ -495,6 +656,7 @@ class Engine {
         if (ntk_) bufT_.resize((size_t)n_out);
         if (full) {
             tmp_.resize((size_t)(W * W));
+            if (cw_->contiguous && cw_->k <= kMaxTaps) conv_pad_layout(W);
             if (nl) {
                 const int64_t HW = Ho * Wo, off = nl[C_P0 + 1], fn = nl[C_P0];
                 const double p = fn == FN_EXP ? 1.0 / (nlf[0] * nlf[0]) : (double)nl[C_P0 + 2];
@@ -516,9 +678,11 @@ class Engine {
         } else {
             T* oK = bufK_.data();
             T* oT = ntk_ ? bufT_.data() : nullptr;
-            conv_diag(s.K.data(), oK, W);
-            if (ntk_) conv_diag(s.Th.data(), oT, W);
-            epilogue(oK, oT, n_out, c, b, trainable);
+            conv_diag(s.K.data(), oK, H, W, c, b);
+            if (ntk_) {
+                conv_diag(s.Th.data(), oT, H, W, c, T(0));
+                if (trainable) add_to(oK, oT, n_out);
+            }
         }
         s.K.swap(bufK_);
         if (ntk_) s.Th.swap(bufT_);
@@ -536,7 +700,7 @@ class Engine {
     // their input blocks; FN >= 0 fuses that nonlinearity.
     template <int FN>
     void conv_full(State<T>& s, T c, T b, bool trainable, const Nl& q) {
-        const int64_t H = ch_.n_in, W = cw_.n_in, Ho = ch_.n_out, Wo = cw_.n_out;
+        const int64_t H = ch_->n_in, W = cw_->n_in, Ho = ch_->n_out, Wo = cw_->n_out;
         const int64_t ob = Wo * Wo;
         T* oK = bufK_.data();
         T* oT = ntk_ ? bufT_.data() : nullptr;
@@ -545,9 +709,11 @@ class Engine {
             for (int64_t a = a_lo; a < a_hi; ++a) {
                 const int64_t a2 = a + d;
                 const int64_t o = (a * Ho + a2) * ob;
-                conv_block(s.K.data(), oK + o, a, a2, H, W);
-                if (ntk_) conv_block(s.Th.data(), oT + o, a, a2, H, W);
-                epilogue(oK + o, oT ? oT + o : nullptr, ob, c, b, trainable);
+                conv_block(s.K.data(), oK + o, a, a2, H, W, c, b);
+                if (ntk_) {
+                    conv_block(s.Th.data(), oT + o, a, a2, H, W, c, T(0));
+                    if (trainable) add_to(oK + o, oT + o, ob);
+                }
                 if (FN >= 0) {
                     for (int64_t bb = 0; bb < Wo; ++bb) {
                         const int64_t px = a * Wo + bb, qy = a2 * Wo;
@@ -562,16 +728,6 @@ class Engine {
                 }
             }
         }
-    }
-
-    // K' = c A[K] + b; Theta' = c A[Theta] (+ K' if trainable)
-    static void epilogue(T* __restrict K, T* __restrict Th, int64_t n, T c, T b, bool trainable) {
-        for (int64_t t = 0; t < n; ++t) K[t] = c * K[t] + b;
-        if (!Th) return;
-        if (trainable)
-            for (int64_t t = 0; t < n; ++t) Th[t] = c * Th[t] + K[t];
-        else
-            for (int64_t t = 0; t < n; ++t) Th[t] *= c;
     }
 
     template <int FN>
@@ -762,9 +918,13 @@ class Engine {
     const bool ntk_;
     std::vector<State<T>> stack_;
     int64_t sp_ = 0;
-    std::vector<T> bufK_, bufT_, tmp_, p1_, yT_;
+    std::vector<T> bufK_, bufT_, tmp_, p1_, yT_, dpad_, dtmp_, dout_, bpad_, bout_;
+    int64_t bpad_top_ = 0, bpad_w_ = 0;
+    const T* rows2_[kMaxTaps];
     std::vector<double> fx_, diagK_, diagT_;
-    ConvAxis ch_, cw_;
+    std::vector<ConvAxis> axes_;  // 2 per op (height, width), built on first use
+    const ConvAxis* ch_ = nullptr;
+    const ConvAxis* cw_ = nullptr;
 };
 
 // ---------------------------------------------------------------------------
