@@ -312,3 +312,66 @@ def test_kernels_with_many_taps_match_reference(name, kind):
     expected = reference_gram(X, Y, architecture=arch, kind=kind)
     got = conv_kernel(X, Y, architecture=arch, kind=kind)
     assert rel_err(got, expected) <= 1e-12
+
+
+# The arc-cosine and square-root approximations of the engine, over the whole
+# range of the correlation: one ReLU layer between unit vectors x = (1, 0) and
+# y = (rho, sqrt(1 - rho^2)) against the closed forms, as ratios to the
+# self-kernel (scale-free).  The NTK factor (pi - arccos rho) is
+# sqrt(eps)-conditioned at |rho| -> 1, so its grid stays 1e-6 away from +-1.
+def _relu_closed_forms(rho):
+    th = np.arccos(rho)
+    k1 = (np.sqrt((1 - rho) * (1 + rho)) + (np.pi - th) * rho) / np.pi  # K / K(x, x)
+    ntk = (rho * (np.pi - th) + np.sqrt((1 - rho) * (1 + rho)) + (np.pi - th) * rho) / (2 * np.pi)
+    return k1, ntk
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 2e-15), (np.float32, 4e-7)])
+@pytest.mark.parametrize("kind", ["nngp", "ntk"])
+def test_relu_layer_matches_closed_form_over_all_correlations(dtype, tol, kind):
+    edge = 1e-9 if kind == "nngp" else 1e-6
+    rho = np.concatenate([
+        np.linspace(-1 + edge, 1 - edge, 4001),
+        [0.0, 0.5, -0.5, 0.5 + 1e-13, 0.5 - 1e-13, -0.5 + 1e-13, -0.5 - 1e-13,
+         1e-300, -1e-300, 1 - edge, -1 + edge, 1 - 10 * edge, -1 + 10 * edge],
+    ])
+    if dtype == np.float32:  # representable correlations of float32 inputs
+        rho = np.unique(rho.astype(np.float32)).astype(np.float64)
+    X = np.array([1.0, 0.0]).reshape(1, 1, 1, 2)
+    Y = np.stack([rho, np.sqrt((1 - rho) * (1 + rho))], axis=1).reshape(-1, 1, 1, 2)
+    arch = S(Conv(1), ReLU(), Flatten(), Dense())
+    K = conv_kernel(X.astype(dtype), Y.astype(dtype), architecture=arch, kind=kind,
+                    dtype=dtype)[0].astype(np.float64)
+    Kxx = conv_kernel(X.astype(dtype), architecture=arch, kind=kind, dtype=dtype)[0, 0]
+    # the correlation the engine sees (y is a unit vector up to rounding)
+    y = Y.reshape(-1, 2).astype(dtype).astype(np.float64)
+    rho_eff = np.clip(y[:, 0] / np.sqrt((y ** 2).sum(1)), -1, 1)
+    k1, ntk = _relu_closed_forms(rho_eff)
+    expected = k1 if kind == "nngp" else ntk
+    scale = np.sqrt((y ** 2).sum(1))  # |x| |y| with |x| = 1
+    err = np.abs(K / float(Kxx) - expected * scale)
+    bound = np.full_like(err, tol)
+    if kind == "ntk":  # rho known to ~eps: arccos moves by eps / sin(arccos rho)
+        bound += 4 * np.finfo(dtype).eps / np.sqrt((1 - rho_eff) * (1 + rho_eff))
+    worst = np.argmax(err / bound)
+    assert err[worst] <= bound[worst], (err[worst], rho_eff[worst])
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 2e-15), (np.float32, 4e-7)])
+@pytest.mark.parametrize("sigma", [0.3, 0.65, 1.0])
+def test_exp_kernel_layer_matches_closed_form(dtype, tol, sigma):
+    rho = np.concatenate([np.linspace(-1, 1, 2001), [0.5 + 1e-13, 1 - 1e-9]])
+    X = np.array([1.0, 0.0]).reshape(1, 1, 1, 2)
+    Y = np.stack([rho, np.sqrt((1 - rho) * (1 + rho))], axis=1).reshape(-1, 1, 1, 2)
+    arch = S(Conv(1), ExpKernel(sigma), Flatten())
+    K = conv_kernel(X.astype(dtype), Y.astype(dtype), architecture=arch,
+                    dtype=dtype)[0].astype(np.float64)
+    Kxx = float(conv_kernel(X.astype(dtype), architecture=arch, dtype=dtype)[0, 0])
+    y = Y.reshape(-1, 2).astype(dtype).astype(np.float64)
+    norm = np.sqrt((y ** 2).sum(1))
+    expected = norm * np.exp((np.clip(y[:, 0] / norm, -1, 1) - 1) / sigma ** 2)
+    # rho is rounded to the dtype: the exponent moves by eps / sigma^2
+    bound = tol + 2 * np.finfo(dtype).eps / sigma ** 2 * expected
+    err = np.abs(K / Kxx - expected)
+    worst = np.argmax(err / bound)
+    assert err[worst] <= bound[worst], (err[worst], rho[worst])
