@@ -386,6 +386,43 @@ inline void sum_rows(const T* const* src, int k, T* dst, int64_t n, T c, T b) {
     }
 }
 
+// dst[t] = w[0] src[0][t] + ... + w[K-1] src[K-1][t], in registers.
+template <int K, class T>
+CK_INLINE void wsum_rows_k(const T* const* src, const T* w, T* __restrict dst, int64_t n) {
+    const T* s[K];
+    T c[K];
+    for (int k = 0; k < K; ++k) { s[k] = src[k]; c[k] = w[k]; }
+    for (int64_t t = 0; t < n; ++t) {
+        T acc = c[0] * s[0][t];
+#pragma GCC unroll 16
+        for (int k = 1; k < K; ++k) acc += c[k] * s[k][t];
+        dst[t] = acc;
+    }
+}
+
+// The same for any k >= 0 (beyond 8 sources, in passes of 8; dst is none of
+// the sources).
+template <class T>
+inline void wsum_rows(const T* const* src, const T* w, int64_t k, T* dst, int64_t n) {
+    if (k == 0) {
+        std::fill(dst, dst + n, T(0));
+        return;
+    }
+    const int64_t first = std::min<int64_t>(k, 8);
+    switch (first) {
+        case 1: wsum_rows_k<1>(src, w, dst, n); break;
+        case 2: wsum_rows_k<2>(src, w, dst, n); break;
+        case 3: wsum_rows_k<3>(src, w, dst, n); break;
+        case 4: wsum_rows_k<4>(src, w, dst, n); break;
+        case 5: wsum_rows_k<5>(src, w, dst, n); break;
+        case 6: wsum_rows_k<6>(src, w, dst, n); break;
+        case 7: wsum_rows_k<7>(src, w, dst, n); break;
+        default: wsum_rows_k<8>(src, w, dst, n); break;
+    }
+    for (int64_t u = first; u < k; ++u)
+        for (int64_t t = 0; t < n; ++t) dst[t] += w[u] * src[u][t];
+}
+
 // One axis of a convolution: for each tap, the input index of each output
 // (-1 in the zero padding), and for stride 1 without wrap-around the
 // contiguous valid range of outputs with their input offset.
@@ -529,10 +566,12 @@ class Engine {
             for (int64_t i = 0; i < H; ++i)
                 for (int64_t i2 = 0; i2 < H; ++i2)
                     for (int64_t j = 0; j < W; ++j) {
-                        T* dst = K + ((i * H + i2) * W + j) * W;
+                        T* __restrict dst = K + ((i * H + i2) * W + j) * W;
                         const T* xp = x + (i * W + j) * C;
-                        std::fill(dst, dst + W, T(0));
-                        for (int64_t c = 0; c < C; ++c)
+                        const T a0 = (T)(scale * xp[0]);
+                        const T* y0 = yT_.data() + i2 * W;
+                        for (int64_t t = 0; t < W; ++t) dst[t] = a0 * y0[t];
+                        for (int64_t c = 1; c < C; ++c)
                             axpy((T)(scale * xp[c]), yT_.data() + c * H * W + i2 * W, dst, W);
                     }
         } else {
@@ -928,25 +967,39 @@ class Engine {
             return;
         }
         const int64_t blk = W * W;
-        // step 1: first height axis -> p1_[a][i'][j][j']
+        // step 1: first height axis -> p1_[a][i'][j][j'], each output slab one weighted sum
         p1_.resize((size_t)(Ho * H * blk));
         T* t1 = p1_.data();
-        std::fill(t1, t1 + Ho * H * blk, T(0));
-        for (int64_t a = 0; a < Ho; ++a)
-            for (int64_t u = hp[a]; u < hp[a + 1]; ++u)
-                axpy((T)hv[u], src + hi[u] * H * blk, t1 + a * H * blk, H * blk);
+        std::vector<const T*>& ptr = pptr_;
+        std::vector<T>& wt = pw_;
+        for (int64_t a = 0; a < Ho; ++a) {
+            ptr.clear(); wt.clear();
+            for (int64_t u = hp[a]; u < hp[a + 1]; ++u) {
+                ptr.push_back(src + hi[u] * H * blk);
+                wt.push_back((T)hv[u]);
+            }
+            wsum_rows(ptr.data(), wt.data(), (int64_t)ptr.size(), t1 + a * H * blk, H * blk);
+        }
         // steps 2-4 per output block (a, a'): second height axis, then both width axes
         tmp_.resize((size_t)(blk + Wo * W));
         T* t2 = tmp_.data();
         T* t3 = t2 + blk;
         for (int64_t a = 0; a < Ho; ++a)
             for (int64_t a2 = 0; a2 < Ho; ++a2) {
-                std::fill(t2, t2 + blk, T(0));
-                for (int64_t u = hp[a2]; u < hp[a2 + 1]; ++u)
-                    axpy((T)hv[u], t1 + (a * H + hi[u]) * blk, t2, blk);
-                std::fill(t3, t3 + Wo * W, T(0));
-                for (int64_t b = 0; b < Wo; ++b)
-                    for (int64_t v = wp[b]; v < wp[b + 1]; ++v) axpy((T)wv[v], t2 + wi[v] * W, t3 + b * W, W);
+                ptr.clear(); wt.clear();
+                for (int64_t u = hp[a2]; u < hp[a2 + 1]; ++u) {
+                    ptr.push_back(t1 + (a * H + hi[u]) * blk);
+                    wt.push_back((T)hv[u]);
+                }
+                wsum_rows(ptr.data(), wt.data(), (int64_t)ptr.size(), t2, blk);
+                for (int64_t b = 0; b < Wo; ++b) {
+                    ptr.clear(); wt.clear();
+                    for (int64_t v = wp[b]; v < wp[b + 1]; ++v) {
+                        ptr.push_back(t2 + wi[v] * W);
+                        wt.push_back((T)wv[v]);
+                    }
+                    wsum_rows(ptr.data(), wt.data(), (int64_t)ptr.size(), t3 + b * W, W);
+                }
                 T* o = dst + (a * Ho + a2) * Wo * Wo;
                 for (int64_t b = 0; b < Wo; ++b)
                     for (int64_t b2 = 0; b2 < Wo; ++b2) {
@@ -1012,7 +1065,8 @@ class Engine {
     const bool ntk_;
     std::vector<State<T>> stack_;
     int64_t sp_ = 0;
-    std::vector<T> bufK_, bufT_, tmp_, p1_, yT_, dpad_, dtmp_, dout_, bpad_, bout_;
+    std::vector<T> bufK_, bufT_, tmp_, p1_, yT_, dpad_, dtmp_, dout_, bpad_, bout_, pw_;
+    std::vector<const T*> pptr_;
     int64_t bpad_top_ = 0, bpad_w_ = 0;
     const T* rows2_[kMaxTaps];
     std::vector<double> fx_, diagK_, diagT_;
