@@ -70,10 +70,10 @@ STATUS_NAMES = {
 
 
 def simd_variant():
-    """The compiled engine variant used on this CPU: "avx2" or "generic".
+    """The compiled engine variant used on this CPU: "avx512", "avx2" or "generic".
 
-    Set the environment variable SKLEARN_CONVKERNEL_SIMD=generic to force the
-    baseline engine.
+    The environment variable SKLEARN_CONVKERNEL_SIMD=generic|avx2|avx512 asks
+    for a lower variant (e.g. ``generic`` forces the baseline engine).
     """
     return ck_simd_variant().decode()
 

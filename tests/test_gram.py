@@ -69,20 +69,30 @@ def test_process_backends_give_the_same_gram():
     np.testing.assert_array_equal(K, ref)
 
 
-def test_simd_variants_agree(monkeypatch):
-    if _core.simd_variant() != "avx2":
-        pytest.skip("this CPU runs the baseline engine only")
+VARIANTS = ("generic", "avx2", "avx512")
+
+
+@pytest.mark.parametrize("variant", ["avx2", "avx512"])
+def test_simd_variants_agree(monkeypatch, variant):
+    best = _core.simd_variant()
+    if VARIANTS.index(best) < VARIANTS.index(variant):
+        pytest.skip(f"this CPU or build has no {variant} engine (best: {best})")
     rng = np.random.default_rng(4)
     X = rng.standard_normal((5, 7, 6, 3))
     arch = Sequential(Conv(3, bias_var=0.1), ReLU(), Conv(3), ReLU(), Flatten(), Dense())
-    for kind in ("nngp", "ntk"):
-        for a in (ARCH, arch):
-            fast = conv_kernel(X, architecture=a, kind=kind)
-            monkeypatch.setenv("SKLEARN_CONVKERNEL_SIMD", "generic")
-            assert _core.simd_variant() == "generic"
-            base = conv_kernel(X, architecture=a, kind=kind)
-            monkeypatch.delenv("SKLEARN_CONVKERNEL_SIMD")
-            np.testing.assert_allclose(fast, base, rtol=1e-13)
+    pooled = Sequential(Conv(3, weight_var=2), ReLU(), AvgPool(2), Conv(2), ReLU(),
+                        GlobalAvgPool(), Dense())
+    for dtype, rtol in ((np.float64, 1e-13), (np.float32, 1e-5)):
+        for kind in ("nngp", "ntk"):
+            for a in (ARCH, arch, pooled):
+                monkeypatch.setenv("SKLEARN_CONVKERNEL_SIMD", variant)
+                assert _core.simd_variant() == variant
+                fast = conv_kernel(X, architecture=a, kind=kind, dtype=dtype)
+                monkeypatch.setenv("SKLEARN_CONVKERNEL_SIMD", "generic")
+                assert _core.simd_variant() == "generic"
+                base = conv_kernel(X, architecture=a, kind=kind, dtype=dtype)
+                monkeypatch.delenv("SKLEARN_CONVKERNEL_SIMD")
+                np.testing.assert_allclose(fast, base, rtol=rtol)
 
 
 def test_nested_taps_are_numbered_in_order_of_appearance():

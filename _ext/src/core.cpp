@@ -1,7 +1,8 @@
 // C ABI of the core: checks, and run-time dispatch to the best compiled
-// engine variant for this CPU (AVX2+FMA when available, else the baseline).
-// The environment variable SKLEARN_CONVKERNEL_SIMD=generic forces the
-// baseline engine (used by the tests to check both variants).
+// engine variant for this CPU (AVX-512, else AVX2+FMA, else the baseline).
+// The environment variable SKLEARN_CONVKERNEL_SIMD=generic|avx2|avx512 asks
+// for a variant (used by the tests to check them all); a variant the CPU or
+// the build lacks falls back to the best available one below it.
 #include <cstdlib>
 #include <cstring>
 
@@ -12,28 +13,53 @@
 namespace convkernel {
 namespace {
 
-bool use_avx2() {
-#ifdef CK_HAVE_AVX2
-    const char* forced = std::getenv("SKLEARN_CONVKERNEL_SIMD");
-    if (forced && std::strcmp(forced, "generic") == 0) return false;
+enum Variant { V_GENERIC = 0, V_AVX2 = 1, V_AVX512 = 2 };
+
+Variant best_variant() {
+    int best = V_GENERIC;
+#if defined(CK_HAVE_AVX2) || defined(CK_HAVE_AVX512)
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    return false;
 #endif
+#ifdef CK_HAVE_AVX2
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = V_AVX2;
+#endif
+#ifdef CK_HAVE_AVX512
+    if (best == V_AVX2 && __builtin_cpu_supports("avx512f") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512bw"))
+        best = V_AVX512;
+#endif
+    const char* forced = std::getenv("SKLEARN_CONVKERNEL_SIMD");
+    if (forced) {
+        int want = best;
+        if (std::strcmp(forced, "generic") == 0) want = V_GENERIC;
+        else if (std::strcmp(forced, "avx2") == 0) want = V_AVX2;
+        else if (std::strcmp(forced, "avx512") == 0) want = V_AVX512;
+        if (want < best) best = want;
+    }
+    return (Variant)best;
 }
 
 }  // namespace
 
-#ifdef CK_HAVE_AVX2
-#define CK_DISPATCH(fn, ...) (use_avx2() ? avx2::fn(__VA_ARGS__) : generic::fn(__VA_ARGS__))
+#if defined(CK_HAVE_AVX512)
+#define CK_DISPATCH(fn, ...)                                                   \
+    (best_variant() == V_AVX512 ? avx512::fn(__VA_ARGS__)                      \
+     : best_variant() == V_AVX2 ? avx2::fn(__VA_ARGS__)                        \
+                                : generic::fn(__VA_ARGS__))
+#elif defined(CK_HAVE_AVX2)
+#define CK_DISPATCH(fn, ...) \
+    (best_variant() == V_AVX2 ? avx2::fn(__VA_ARGS__) : generic::fn(__VA_ARGS__))
 #else
 #define CK_DISPATCH(fn, ...) generic::fn(__VA_ARGS__)
 #endif
 
 extern "C" {
 
-const char* ck_simd_variant(void) { return use_avx2() ? "avx2" : "generic"; }
+const char* ck_simd_variant(void) {
+    static const char* names[] = {"generic", "avx2", "avx512"};
+    return names[best_variant()];
+}
 
 int ck_check_program(const Program* prog, char* msg, int msg_len) {
     Error err{msg, msg_len};

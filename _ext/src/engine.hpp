@@ -1,8 +1,9 @@
 // The kernel engine: the stack machine of core.hpp run on image pairs.
 //
 // This header is compiled once per instruction-set variant (engine_generic.cpp
-// for baseline x86-64 / any CPU, engine_avx2.cpp with AVX2+FMA), each time in
-// its own namespace CK_ARCH; core.cpp picks one at run time.  The hot loops
+// for baseline x86-64 / any CPU, engine_avx2.cpp with AVX2+FMA,
+// engine_avx512.cpp with AVX-512), each time in its own namespace CK_ARCH;
+// core.cpp picks one at run time.  The hot loops
 // are written branch-free over contiguous rows so that the compiler
 // vectorises them (including the arc-cosine, see acos_v).
 #include <algorithm>

@@ -27,4 +27,7 @@ CK_DECLARE_VARIANT(generic)
 #ifdef CK_HAVE_AVX2
 CK_DECLARE_VARIANT(avx2)
 #endif
+#ifdef CK_HAVE_AVX512
+CK_DECLARE_VARIANT(avx512)
+#endif
 }  // namespace convkernel
