@@ -767,10 +767,10 @@ def main():
             print(f"\nRoofline W1: {fpe:.3g} useful flops per entry (292 per position pair x "
                   f"784^2, counted in this script's FLOPS table);\n  peak assumed = "
                   f"{info['cores']} cores x {info['mhz'] / 1e3:.3f} GHz x 16 double flop/cycle "
-                  f"(2 x 256-bit FMA, AVX2) = {peak64 / 1e9:.1f} GFLOP/s double, "
-                  f"{2 * peak64 / 1e9:.1f} single" + (
-                      " (this CPU also has AVX-512: 2x that if 512-bit FMA is full rate; the "
-                      "engine is AVX2)" if info["avx512"] else ""))
+                  f"(2 x 256-bit FMA) = {peak64 / 1e9:.1f} GFLOP/s double, "
+                  f"{2 * peak64 / 1e9:.1f} single; engine '{simd}'" + (
+                      " (AVX-512 CPUs that split 512-bit FMAs in two 256-bit halves, as "
+                      "AMD Zen 4 does, have this same peak)" if info["avx512"] else ""))
             for (n, dt), res in sorted(w1_rows.items()):
                 if "time" not in res:
                     continue
@@ -780,8 +780,6 @@ def main():
                 print(f"  N={n:<4} {dt}: {entries(n) / res['time']:8.1f} entries/s -> "
                       f"{gf / 1e9:6.2f} GFLOP/s = {100 * gf / peak:5.1f}% of {dt[5:]}-bit peak; "
                       f"{res['cores']:.2f} cores were busy: {100 * gf / busy:5.1f}% of their peak")
-            print("  (float32 rows: the nonlinearities are evaluated in float64, so the "
-                  "float64 peak bounds that part)")
 
         if "W5" in wanted:
             run_w5(R, cfg, args.outdir, args.quick)
