@@ -347,6 +347,14 @@ inline void axpy(T a, const T* __restrict x, T* __restrict y, int64_t n) {
     for (int64_t t = 0; t < n; ++t) y[t] += a * x[t];
 }
 
+// A short row copied inline (vector moves; the build passes
+// -fno-tree-loop-distribute-patterns so that this stays a loop and not a
+// call to memcpy, whose call overhead dominates rows of a few dozen values).
+template <class T>
+CK_INLINE void copy_row(T* __restrict dst, const T* __restrict src, int64_t n) {
+    for (int64_t t = 0; t < n; ++t) dst[t] = src[t];
+}
+
 // Most taps one window sum folds in registers (taller kernels are summed in
 // several passes).
 constexpr int kMaxTaps = 16;
@@ -631,15 +639,14 @@ class Engine {
             const int64_t Wp = bpad_w_;
             T* pad = bpad_.data();
             for (int64_t j = 0; j < W; ++j)
-                std::memcpy(pad + (bpad_top_ + j) * Wp + bpad_top_, tmp + j * W,
-                            (size_t)W * sizeof(T));
+                copy_row(pad + (bpad_top_ + j) * Wp + bpad_top_, tmp + j * W, W);
             const T* rws[kMaxTaps];
             for (int64_t t = 0; t < cw_->k; ++t)
                 rws[t] = pad + bpad_top_ * (Wp + 1) + cw_->off[(size_t)t] * (Wp + 1);
             T* wo = bout_.data();
             sum_rows(rws, (int)cw_->k, wo, (Wo - 1) * Wp + Wo, c, b);
             for (int64_t bb = 0; bb < Wo; ++bb)
-                std::memcpy(o + bb * Wo, wo + bb * Wp, (size_t)Wo * sizeof(T));
+                copy_row(o + bb * Wo, wo + bb * Wp, Wo);
         } else {
             std::fill(o, o + Wo * Wo, T(0));
             for (int64_t t = 0; t < cw_->k; ++t) {
@@ -702,7 +709,7 @@ class Engine {
         for (int64_t i = 0; i < H; ++i) {
             T* row = pad + i * Wp;
             std::fill(row, row + PL, T(0));
-            std::memcpy(row + PL, src + i * W, (size_t)W * sizeof(T));
+            copy_row(row + PL, src + i * W, W);
             std::fill(row + PL + W, row + Wp, T(0));
         }
         std::fill(pad + H * Wp, pad + (H + 1) * Wp, T(0));
@@ -739,7 +746,7 @@ class Engine {
                 sum_rows(rows, nv, hs + a * Wp, Wo, c, b);
         }
         for (int64_t a = 0; a < Ho; ++a)
-            std::memcpy(o + a * Wo, hs + a * Wp, (size_t)Wo * sizeof(T));
+            copy_row(o + a * Wo, hs + a * Wp, Wo);
     }
 
     // Strided, dilated-with-stride or circular axes: tap tables.
