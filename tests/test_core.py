@@ -127,9 +127,18 @@ ARCHS = {
               Sum(Identity(), S(Conv(3), ReLU(), Tap(Trace()))), Flatten(), Dense()),
     "taps-diag": S(Conv(3, weight_var=2), ReLU(), Tap(Flatten(), Dense()), Conv(3, weight_var=2),
                    ReLU(), Tap(Conv(2), Erf(), Trace()), Flatten()),
+    # --- the slab-major path: same-size stride-1 convs, nonlinearities, 1x1 read-outs ---
+    "slab-gap-taps": S(Conv(3, weight_var=2), ReLU(), Tap(GlobalAvgPool(), Dense(bias_var=0.1)),
+                       Conv(2, weight_var=2, bias_var=0.2), Erf(),
+                       Tap(GlobalAvgPool(), Dense(weight_var=2), ReLU(), Dense()),
+                       Conv((3, 1), dilation=2, weight_var=2, trainable=False), ReLU(),
+                       GlobalAvgPool(), Dense()),
+    "slab-kernels": S(Conv(3, padding=((2, 0), (0, 2)), weight_var=2), ExpKernel(0.8),
+                      Conv(3, weight_var=3), ArcCosKernel(1), Conv(1, bias_var=0.3),
+                      PolyKernel(2), GlobalAvgPool(), Dense()),
 }
 
-POOLED = {"circular-gap", "avgpool", "avgpool-same-stride", "avgpool-padding",
+POOLED = {"slab-gap-taps", "slab-kernels", "circular-gap", "avgpool", "avgpool-same-stride", "avgpool-padding",
           "avgpool-circular", "gaussianpool", "gaussianpool-factor", "boxpool", "boxpool-factor",
           "stridedpool", "stridedpool-1", "gap-dense-relu-dense", "gap-linear", "sum-after-relu",
           "sum-three-branches", "taps"}

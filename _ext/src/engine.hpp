@@ -483,6 +483,7 @@ class Engine {
         bufK_.reserve((size_t)max_size);
         if (ntk_) bufT_.reserve((size_t)max_size);
         axes_.resize((size_t)(2 * P.n_ops));
+        slab_analyze();
     }
 
     // Runs the program on (x, y).  For the self pass, x == y, tape_x ==
@@ -491,9 +492,15 @@ class Engine {
     int run(const T* x, const T* y, const T* tape_x, const T* tape_y, T* tape_rec, bool self,
             T* out, Error& err) {
         sp_ = 0;
+        const bool by_slab = slab_ && !self;
+        if (by_slab) slab_compute(x, y, tape_x, tape_y);
         for (int64_t k = 0; k < P_.n_ops; ++k) {
             const int64_t* r = op_row(P_, k);
             const double* f = fop_row(P_, k);
+            if (by_slab && role_[(size_t)k] != R_NORMAL) {
+                slab_replay(k, r);
+                continue;
+            }
             switch (r[C_CODE]) {
                 case OP_INPUT: op_input(r, f, x, y); break;
                 case OP_CONV: {
@@ -554,6 +561,298 @@ class Engine {
   private:
     State<T>& top() { return stack_[(size_t)(sp_ - 1)]; }
 
+    // -----------------------------------------------------------------------
+    // slab-major path
+    //
+    // A stride-1 convolution with zero padding whose output has the input's
+    // size maps the blocks (i, i') of a full tensor only from blocks of the
+    // same height displacement i' - i, and a nonlinearity is entrywise; so
+    // when a program starts INPUT, then only such convolutions and
+    // nonlinearities, with every read-out a pooling to 1x1 (global average
+    // pooling, possibly tapped after any layer), each "slab" of blocks with
+    // one displacement goes through all the layers on its own while it stays
+    // in the L2 cache (the layer-by-layer order streams every layer's 4-D
+    // tensor through the shared cache), and each read-out accumulates its
+    // weighted sum.  The ops of that prefix are then replayed on 1x1 states
+    // (slab_replay); everything after a read-out runs as usual.
+    // -----------------------------------------------------------------------
+
+    enum Role { R_NORMAL = 0, R_INPUT, R_SKIP, R_PUSH, R_REDUCE };
+
+    bool is_reduction(const int64_t* r, int64_t H, int64_t W) const {
+        return r[C_CODE] == OP_POOL && r[C_MODE_IN] == 1 && r[C_IN_H] == H && r[C_IN_W] == W &&
+               r[C_OUT_H] == 1 && r[C_OUT_W] == 1;
+    }
+
+    void add_reduction(int64_t k, int64_t H, int64_t W) {
+        const int64_t* r = op_row(P_, k);
+        const int64_t* hp = P_.blob_i + r[8];
+        const int64_t* hi = P_.blob_i + r[9];
+        const double* hv = P_.blob_f + r[9];
+        const int64_t* wp = P_.blob_i + r[10];
+        const int64_t* wi = P_.blob_i + r[11];
+        const double* wv = P_.blob_f + r[11];
+        Reduction red;
+        red.hw.assign((size_t)H, 0.0);
+        red.ww.assign((size_t)W, 0.0);
+        for (int64_t u = hp[0]; u < hp[1]; ++u) red.hw[(size_t)hi[u]] += hv[u];
+        for (int64_t v = wp[0]; v < wp[1]; ++v) red.ww[(size_t)wi[v]] += wv[v];
+        slot_[(size_t)k] = (int64_t)reds_.size();
+        reds_.push_back(std::move(red));
+        role_[(size_t)k] = R_REDUCE;
+        chain_.push_back(k);
+    }
+
+    void slab_analyze() {
+        const int64_t n = P_.n_ops;
+        if (n < 2) return;
+        const int64_t* r0 = op_row(P_, 0);
+        if (r0[C_CODE] != OP_INPUT || r0[C_MODE_OUT] != 1) return;
+        const int64_t H = r0[C_OUT_H], W = r0[C_OUT_W];
+        role_.assign((size_t)n, R_NORMAL);
+        slot_.assign((size_t)n, -1);
+        role_[0] = R_INPUT;
+        for (int64_t k = 1; k < n; ++k) {
+            const int64_t* r = op_row(P_, k);
+            const int64_t code = r[C_CODE];
+            if (code == OP_CONV) {
+                if (r[C_MODE_IN] != 1 || r[C_MODE_OUT] != 1 || r[C_IN_H] != H || r[C_IN_W] != W ||
+                    r[C_OUT_H] != H || r[C_OUT_W] != W || r[10] != 1 || r[11] != 1 || r[16] != 0 ||
+                    r[17] != 0 || r[8] > kMaxTaps || r[9] > kMaxTaps)
+                    break;
+                role_[(size_t)k] = R_SKIP;
+                chain_.push_back(k);
+            } else if (code == OP_NONLIN) {
+                if (r[C_MODE_IN] != 1 || r[C_MODE_OUT] != 1 || r[C_IN_H] != H || r[C_IN_W] != W) break;
+                role_[(size_t)k] = R_SKIP;
+                chain_.push_back(k);
+            } else if (code == OP_PUSH) {
+                // a tap: PUSH, read-out to 1x1, ops on that 1x1 state, POP
+                if (k + 1 >= n || !is_reduction(op_row(P_, k + 1), H, W)) break;
+                int64_t depth = 1, j = k + 2;
+                for (; j < n; ++j) {
+                    const int64_t c = op_row(P_, j)[C_CODE];
+                    if (c == OP_PUSH) ++depth;
+                    else if (c == OP_ADD || c == OP_POP) --depth;
+                    if (depth == 0) break;
+                }
+                if (j >= n || op_row(P_, j)[C_CODE] != OP_POP) break;
+                role_[(size_t)k] = R_PUSH;
+                add_reduction(k + 1, H, W);
+                k = j;  // the tap's own ops run as usual; its POP returns to the spatial state
+            } else if (is_reduction(r, H, W)) {
+                add_reduction(k, H, W);
+                slab_ = true;
+                break;
+            } else {
+                break;
+            }
+        }
+        if (!slab_) {
+            role_.clear();
+            chain_.clear();
+            reds_.clear();
+            return;
+        }
+        saxes_.resize(chain_.size() * (size_t)(H + 1));
+        accK_.assign(reds_.size(), 0.0);
+        accT_.assign(reds_.size(), 0.0);
+    }
+
+    // the ops of the slab prefix, on 1x1 states
+    void slab_replay(int64_t k, const int64_t* r) {
+        switch (role_[(size_t)k]) {
+            case R_INPUT:
+                sp_ = 1;
+                resize(top(), 1, 1, 0);
+                break;
+            case R_PUSH:
+                resize(stack_[(size_t)sp_], 1, 1, 0);
+                ++sp_;
+                break;
+            case R_REDUCE: {
+                State<T>& s = top();
+                const int64_t slot = slot_[(size_t)k];
+                resize(s, 1, 1, (int)r[C_MODE_OUT]);
+                s.K[0] = (T)accK_[(size_t)slot];
+                if (ntk_) s.Th[0] = (T)accT_[(size_t)slot];
+                break;
+            }
+            default: break;  // convolutions and nonlinearities: done slab by slab
+        }
+    }
+
+    // height axis of conv op chain_[ci] restricted to a slab of h blocks
+    // (zero outside: the blocks where one image is outside are absent)
+    const ConvAxis* slab_axis(size_t ci, int64_t h, const int64_t* r) {
+        const int64_t H = op_row(P_, 0)[C_OUT_H];
+        ConvAxis& a = saxes_[ci * (size_t)(H + 1) + (size_t)h];
+        if (a.k == 0) a.set(h, h, r[8], 1, r[12], r[14], false);
+        return &a;
+    }
+
+    template <int FN>
+    void slab_nonlin(T* K, T* Th, int64_t W, const T* ix, const T* sx, const T* iy,
+                     const T* sy, double p) {
+        for (int64_t j = 0; j < W; ++j) {
+            if (ntk_)
+                nonlin_row<FN, true, true>(K + j * W, Th + j * W, W, ix + j, sx + j, iy, sy, p);
+            else
+                nonlin_row<FN, false, true>(K + j * W, Th, W, ix + j, sx + j, iy, sy, p);
+        }
+    }
+
+    void slab_nonlin_block(int64_t fn, T* K, T* Th, int64_t W, const T* ix, const T* sx,
+                           const T* iy, const T* sy, double p) {
+        switch (fn) {
+            case FN_RELU: slab_nonlin<FN_RELU>(K, Th, W, ix, sx, iy, sy, p); break;
+            case FN_ERF: slab_nonlin<FN_ERF>(K, Th, W, ix, sx, iy, sy, p); break;
+            case FN_EXP: slab_nonlin<FN_EXP>(K, Th, W, ix, sx, iy, sy, p); break;
+            case FN_ARCCOS0: slab_nonlin<FN_ARCCOS0>(K, Th, W, ix, sx, iy, sy, p); break;
+            case FN_ARCCOS1: slab_nonlin<FN_ARCCOS1>(K, Th, W, ix, sx, iy, sy, p); break;
+            case FN_POLY: slab_nonlin<FN_POLY>(K, Th, W, ix, sx, iy, sy, p); break;
+            default: slab_nonlin<FN_LINEAR>(K, Th, W, ix, sx, iy, sy, p); break;
+        }
+    }
+
+    void slab_compute(const T* x, const T* y, const T* tx, const T* ty) {
+        const int64_t* r0 = op_row(P_, 0);
+        const int64_t H = r0[C_OUT_H], W = r0[C_OUT_W], C = r0[C_P0], HW = H * W;
+        const int64_t blk = W * W;
+        const T scale = (T)fop_row(P_, 0)[0];
+        std::fill(accK_.begin(), accK_.end(), 0.0);
+        std::fill(accT_.begin(), accT_.end(), 0.0);
+        // channel-major copy of y: contiguous rows for the input blocks
+        yT_.resize((size_t)(C * HW));
+        for (int64_t q = 0; q < HW; ++q)
+            for (int64_t c = 0; c < C; ++c) yT_[(size_t)(c * HW + q)] = y[q * C + c];
+        cw_ = axes_.data() + 1;  // the width axis: the same for every conv (set below)
+        for (int64_t di = -(H - 1); di < H; ++di) {
+            const int64_t i0 = di < 0 ? -di : 0, h = H - (di < 0 ? -di : di);
+            const int64_t n = h * blk;
+            sK_.resize((size_t)n);
+            T* K = sK_.data();
+            T* Th = nullptr;
+            // input blocks (i, i + di)
+            for (int64_t a = 0; a < h; ++a) {
+                const int64_t i = i0 + a, i2 = i + di;
+                for (int64_t j = 0; j < W; ++j) {
+                    T* __restrict dst = K + a * blk + j * W;
+                    const T* xp = x + (i * W + j) * C;
+                    const T a0 = scale * xp[0];
+                    const T* y0 = yT_.data() + i2 * W;
+                    for (int64_t t = 0; t < W; ++t) dst[t] = a0 * y0[t];
+                    for (int64_t c = 1; c < C; ++c)
+                        axpy((T)(scale * xp[c]), yT_.data() + c * HW + i2 * W, dst, W);
+                }
+            }
+            if (ntk_) {
+                sT_.assign((size_t)n, T(0));
+                Th = sT_.data();
+            }
+            for (size_t ci = 0; ci < chain_.size(); ++ci) {
+                const int64_t k = chain_[ci];
+                const int64_t* r = op_row(P_, k);
+                const double* f = fop_row(P_, k);
+                const int64_t code = r[C_CODE];
+                if (code == OP_CONV) {
+                    ConvAxis* ax = axes_.data() + 2 * k;
+                    if (ax[1].k == 0) ax[1].set(W, W, r[9], 1, r[13], r[15], false);
+                    cw_ = ax + 1;
+                    ch_ = slab_axis(ci, h, r);
+                    conv_pad_layout(W);
+                    tmp_.resize((size_t)blk);
+                    const T c = (T)(f[0] / (double)(r[8] * r[9]));
+                    const T b = (T)f[1];
+                    const bool trainable = r[18] != 0;
+                    // a following nonlinearity is applied to each block while in cache
+                    const int64_t* rn = ci + 1 < chain_.size() ? op_row(P_, chain_[ci + 1]) : nullptr;
+                    const bool fuse = rn && rn[C_CODE] == OP_NONLIN;
+                    nK_.resize((size_t)n);
+                    if (ntk_) nT_.resize((size_t)n);
+                    for (int64_t a = 0; a < h; ++a) {
+                        const T* rows[kMaxTaps];
+                        int nk = 0;
+                        for (int64_t t = 0; t < ch_->k; ++t) {
+                            const int64_t src = ch_->tab[(size_t)(t * h + a)];
+                            if (src >= 0) rows[nk++] = K + src * blk;
+                        }
+                        T* oK = nK_.data() + a * blk;
+                        conv_block_rows(rows, nk, false, oK, W, c, b);
+                        T* oT = nullptr;
+                        if (ntk_) {
+                            for (int v = 0; v < nk; ++v) rows[v] = Th + (rows[v] - K);
+                            oT = nT_.data() + a * blk;
+                            conv_block_rows(rows, nk, false, oT, W, c, T(0));
+                            if (trainable) add_to(oK, oT, blk);
+                        }
+                        if (fuse) {
+                            const double* fn_f = fop_row(P_, chain_[ci + 1]);
+                            const int64_t fn = rn[C_P0], off = rn[C_P0 + 1];
+                            const double p = fn == FN_EXP ? 1.0 / (fn_f[0] * fn_f[0]) : (double)rn[C_P0 + 2];
+                            const int64_t i = i0 + a, i2 = i + di;
+                            slab_nonlin_block(fn, oK, oT, W, tx + off + i * W, tx + off + HW + i * W,
+                                              ty + off + i2 * W, ty + off + HW + i2 * W, p);
+                        }
+                    }
+                    sK_.swap(nK_);
+                    K = sK_.data();
+                    if (ntk_) {
+                        sT_.swap(nT_);
+                        Th = sT_.data();
+                    }
+                    if (fuse) ++ci;
+                } else if (code == OP_NONLIN) {  // not after a conv (e.g. right after INPUT)
+                    const int64_t fn = r[C_P0], off = r[C_P0 + 1];
+                    const double p = fn == FN_EXP ? 1.0 / (f[0] * f[0]) : (double)r[C_P0 + 2];
+                    for (int64_t a = 0; a < h; ++a) {
+                        const int64_t i = i0 + a, i2 = i + di;
+                        slab_nonlin_block(fn, K + a * blk, ntk_ ? Th + a * blk : nullptr, W,
+                                          tx + off + i * W, tx + off + HW + i * W,
+                                          ty + off + i2 * W, ty + off + HW + i2 * W, p);
+                    }
+                } else {  // a read-out: weighted sum of this slab
+                    const Reduction& red = reds_[(size_t)slot_[(size_t)k]];
+                    double sK = 0.0, sT = 0.0;
+                    for (int64_t a = 0; a < h; ++a) {
+                        const int64_t i = i0 + a;
+                        const double wr = red.hw[(size_t)i] * red.hw[(size_t)(i + di)];
+                        if (wr == 0.0) continue;
+                        double bK = 0.0, bT = 0.0;
+                        for (int64_t j = 0; j < W; ++j) {
+                            const T* kr = K + a * blk + j * W;
+                            double rK = 0.0, rT = 0.0;
+                            for (int64_t t = 0; t < W; ++t) rK += red.ww[(size_t)t] * (double)kr[t];
+                            if (ntk_) {
+                                const T* tr = Th + a * blk + j * W;
+                                for (int64_t t = 0; t < W; ++t) rT += red.ww[(size_t)t] * (double)tr[t];
+                            }
+                            bK += red.ww[(size_t)j] * rK;
+                            bT += red.ww[(size_t)j] * rT;
+                        }
+                        sK += wr * bK;
+                        sT += wr * bT;
+                    }
+                    const int64_t slot = slot_[(size_t)k];
+                    accK_[(size_t)slot] += sK;
+                    accT_[(size_t)slot] += sT;
+                }
+            }
+        }
+    }
+
+    struct Reduction {
+        std::vector<double> hw, ww;  // read-out weights per row / column
+    };
+    bool slab_ = false;
+    std::vector<int> role_;
+    std::vector<int64_t> slot_;    // per op: its read-out's index
+    std::vector<int64_t> chain_;   // the prefix's convs, nonlinearities and read-outs, in order
+    std::vector<Reduction> reds_;
+    std::vector<double> accK_, accT_;
+    std::vector<ConvAxis> saxes_;
+    std::vector<T> sK_, sT_, nK_, nT_;
+
     void resize(State<T>& s, int64_t h, int64_t w, int full) {
         s.h = h; s.w = w; s.full = full;
         s.K.resize((size_t)s.size());
@@ -601,7 +900,7 @@ class Engine {
     // are summed separately.
     void conv_block(const T* src, T* o, int64_t a, int64_t a2, int64_t H, int64_t W, T c,
                     T b) {
-        const int64_t blk = W * W, Wo = cw_->n_out;
+        const int64_t blk = W * W;
         T* tmp = tmp_.data();
         const T* rows[kMaxTaps];
         int nk = 0;
@@ -621,7 +920,15 @@ class Engine {
                 rows[nk++] = blk_src;
             }
         }
-        if (nk == 0) {
+        conv_block_rows(rows, nk, folded, o, W, c, b);
+    }
+
+    // The rest of conv_block, from the nk source blocks of the height taps
+    // (or, when `folded`, their sum already in tmp_).
+    void conv_block_rows(const T* const* rows, int nk, bool folded, T* o, int64_t W, T c, T b) {
+        const int64_t blk = W * W, Wo = cw_->n_out;
+        T* tmp = tmp_.data();
+        if (nk == 0 && !folded) {
             std::fill(o, o + Wo * Wo, b);
             return;
         }
