@@ -10,7 +10,9 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <new>
+#include <utility>
 #include <type_traits>
 #include <vector>
 
@@ -329,11 +331,44 @@ inline void nonlin_coincident(int64_t fn, double p, double v, double& kv, double
 // states and helpers
 // ---------------------------------------------------------------------------
 
+// An allocator whose value-less construct() default-initialises: growing a
+// buffer of floats with resize() then leaves the new elements uninitialised
+// instead of zero-filling them (every buffer below is written before it is
+// read; the few that need zeros are assigned them explicitly).  The engine's
+// buffers shrink and grow again between layers and pairs, so zero-filling
+// on every growth cost a memset of up to a whole 4-D tensor per op.
+template <class T, class A = std::allocator<T>>
+class DefaultInitAllocator : public A {
+    using traits = std::allocator_traits<A>;
+
+  public:
+    template <class U>
+    struct rebind {
+        using other = DefaultInitAllocator<U, typename traits::template rebind_alloc<U>>;
+    };
+    using A::A;
+    DefaultInitAllocator() = default;
+    template <class U>
+    DefaultInitAllocator(const DefaultInitAllocator<U, typename traits::template rebind_alloc<U>>& o)
+        : A(o) {}
+    template <class U>
+    void construct(U* ptr) noexcept(std::is_nothrow_default_constructible<U>::value) {
+        ::new (static_cast<void*>(ptr)) U;
+    }
+    template <class U, class... Args>
+    void construct(U* ptr, Args&&... args) {
+        traits::construct(static_cast<A&>(*this), ptr, std::forward<Args>(args)...);
+    }
+};
+
+template <class T>
+using Buffer = std::vector<T, DefaultInitAllocator<T>>;
+
 template <class T>
 struct State {
     int64_t h = 0, w = 0;
     int full = 0;
-    std::vector<T> K, Th;
+    Buffer<T> K, Th;
     int64_t size() const { return full ? h * h * w * w : h * w; }
 };
 
@@ -877,7 +912,7 @@ class Engine {
     std::vector<Reduction> reds_;
     std::vector<double> accK_, accT_;
     std::vector<ConvAxis> saxes_;
-    std::vector<T> sK_, sT_, nK_, nT_, xe_;
+    Buffer<T> sK_, sT_, nK_, nT_, xe_;
 
     void resize(State<T>& s, int64_t h, int64_t w, int full) {
         s.h = h; s.w = w; s.full = full;
@@ -1303,7 +1338,7 @@ class Engine {
         p1_.resize((size_t)(Ho * H * blk));
         T* t1 = p1_.data();
         std::vector<const T*>& ptr = pptr_;
-        std::vector<T>& wt = pw_;
+        Buffer<T>& wt = pw_;
         for (int64_t a = 0; a < Ho; ++a) {
             ptr.clear(); wt.clear();
             for (int64_t u = hp[a]; u < hp[a + 1]; ++u) {
@@ -1359,7 +1394,7 @@ class Engine {
         s.full = (int)r[C_MODE_OUT];  // a 1x1 output may switch to diagonal mode
     }
 
-    double diag_sum(const std::vector<T>& M, const State<T>& s) const {
+    double diag_sum(const Buffer<T>& M, const State<T>& s) const {
         double acc = 0.0;
         if (s.full) {
             for (int64_t i = 0; i < s.h; ++i)
@@ -1397,7 +1432,7 @@ class Engine {
     const bool ntk_;
     std::vector<State<T>> stack_;
     int64_t sp_ = 0;
-    std::vector<T> bufK_, bufT_, tmp_, p1_, yT_, dpad_, dtmp_, dout_, bpad_, bout_, pw_;
+    Buffer<T> bufK_, bufT_, tmp_, p1_, yT_, dpad_, dtmp_, dout_, bpad_, bout_, pw_;
     std::vector<const T*> pptr_;
     int64_t bpad_top_ = 0, bpad_w_ = 0;
     const T* rows2_[kMaxTaps];
