@@ -5,7 +5,7 @@
 * an RBF ``SVC`` on raw pixels (gamma and C chosen by 3-fold CV), the baseline;
 * the package's exact-kernel estimators -- a CKN (ckn_kernel's README network:
   2 layers, 3x3 patches, exp kernel, Gaussian pooling 2 then 5; on at most
-  200 training images, as it costs ~50x more per entry), a CNTK (Arora
+  400 training images, as it costs ~50x more per entry), a CNTK (Arora
   et al.'s vanilla CNTK, depth 4) and a CNN-GP (Garriga-Alonso et al.'s
   ConvNet GP: 7 layers of 7x7 convolutions) -- each with its ridge
   regulariser chosen by 3-fold CV (kernel entries are shared across folds and
@@ -24,7 +24,7 @@ COMMANDS = ("demo",)
 
 N_TRAIN_MAX = 2000
 N_TEST_MAX = 1000
-N_TRAIN_CKN = 200
+N_TRAIN_CKN = 400
 
 
 def _build_parser():

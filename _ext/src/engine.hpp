@@ -99,121 +99,133 @@ CK_INLINE C sqrt1m_poly(C u) {
     }
 }
 
-// acos(x) and sin(acos x) = sqrt(1 - x^2) for x in [-1, 1] with a single
-// square root: for |x| <= 1/2, sqrt(1 - x^2) = S(x^2); above, with
-// z = sqrt((1 - |x|) / 2), acos|x| = 2 asin z and sqrt(1 - x^2) =
-// 2 z S(z^2), S(u) = sqrt(1 - u) on [0, 1/4] (sqrt1m_poly).
+// The range reduction shared by the arc functions, for a = |x| in [0, 1]:
+// r = asin(z) with z = a when a <= 1/2, else z = sqrt((1 - a) / 2), so that
+// asin(a) = pi/2 - 2 r and acos(a) = 2 r there; t = z^2.
 template <class C>
-CK_INLINE void acos_sin_v(C x, C& th, C& sn) {
-    const C pi = (C)kPi;
-    const C a = std::fabs(x);
+struct AsinReduced {
+    C r, t, z;
+    bool big;
+};
+
+template <class C>
+CK_INLINE AsinReduced<C> asin_reduce(C a) {
     const C tb = C(0.5) * (C(1) - a);
     const C zb = std::sqrt(tb);
     const bool big = a > C(0.5);
     const C t = big ? tb : a * a;
     const C z = big ? zb : a;
-    const C r = asin_core(z, t);
-    const C ac = big ? C(2) * r : C(0.5) * pi - r;
-    th = x < C(0) ? pi - ac : ac;
-    if constexpr (std::is_same<C, float>::value)
-        sn = (big ? C(2) * zb : C(1)) * sqrt1m_poly(t);
-    else  // measured: for double the second sqrt beats 13 more FMAs
-        sn = std::sqrt((C(1) - x) * (C(1) + x));
+    return {asin_core(z, t), t, z, big};
 }
 
-// acos(x) for x in [-1, 1], branch-free (both square roots are taken and
+// acos(x) for x in [-1, 1], branch-free (both branches are computed and
 // selected, so that the loops calling it vectorise).
 template <class C>
 CK_INLINE C acos_v(C x) {
     const C pi = (C)kPi;
-    const C a = std::fabs(x);
-    const C tb = C(0.5) * (C(1) - a);
-    const C zb = std::sqrt(tb);
-    const bool big = a > C(0.5);
-    const C t = big ? tb : a * a;  // z^2
-    const C z = big ? zb : a;
-    const C r = asin_core(z, t);
-    const C ac = big ? C(2) * r : C(0.5) * pi - r;  // acos(|x|)
+    const AsinReduced<C> q = asin_reduce(std::fabs(x));
+    const C ac = q.big ? C(2) * q.r : C(0.5) * pi - q.r;  // acos(|x|)
     return x < C(0) ? pi - ac : ac;
+}
+
+// acos(x) and sin(acos x) = sqrt(1 - x^2) for x in [-1, 1].  In float with a
+// single square root: for |x| <= 1/2, sqrt(1 - x^2) = S(x^2); above,
+// sqrt(1 - x^2) = 2 z S(z^2), S(u) = sqrt(1 - u) on [0, 1/4] (sqrt1m_poly).
+template <class C>
+CK_INLINE void acos_sin_v(C x, C& th, C& sn) {
+    th = acos_v(x);
+    if constexpr (std::is_same<C, float>::value) {
+        const AsinReduced<C> q = asin_reduce(std::fabs(x));  // shared with acos_v once inlined
+        sn = (q.big ? C(2) * q.z : C(1)) * sqrt1m_poly(q.t);
+    } else {  // measured: for double the second sqrt beats 13 more FMAs
+        sn = std::sqrt((C(1) - x) * (C(1) + x));
+    }
 }
 
 // asin(x) for x in [-1, 1], branch-free.
 template <class C>
 CK_INLINE C asin_v(C x) {
-    const C a = std::fabs(x);
-    const C tb = C(0.5) * (C(1) - a);
-    const C zb = std::sqrt(tb);
-    const bool big = a > C(0.5);
-    const C t = big ? tb : a * a;
-    const C z = big ? zb : a;
-    const C r = asin_core(z, t);
-    const C as = big ? C(0.5) * (C)kPi - C(2) * r : r;  // asin(|x|)
+    const AsinReduced<C> q = asin_reduce(std::fabs(x));
+    const C as = q.big ? C(0.5) * (C)kPi - C(2) * q.r : q.r;  // asin(|x|)
     return std::copysign(as, x);
 }
 
 template <class C>
 CK_INLINE C clamp1(C r) { return std::min(C(1), std::max(C(-1), r)); }
 
-// exp(x) in double precision (~1 ulp), branch-free and vectorisable:
-// x = k ln2 + r with |r| <= ln2/2 (Cody-Waite split of ln2 whose high part has
-// 32 significant bits, so k * ln2_hi is exact), e^r by its Taylor series to
-// degree 13 (truncation < 5e-18), 2^k assembled in the exponent bits; the
-// integer k is read off the mantissa of x log2(e) + 1.5 * 2^52 (no
-// double-to-int64 conversion, which AVX2 lacks).  x is clamped to
-// [-708, 709], where the result stays a normal double.
-CK_INLINE double exp_v(double x) {
-    x = std::min(709.0, std::max(-708.0, x));
-    const double shifter = 6755399441055744.0;  // 1.5 * 2^52
-    const double kk = x * 1.4426950408889634 + shifter;
-    const double k = kk - shifter;
-    const double r = (x - k * 0.6931471803691238) - k * 1.9082149292705877e-10;
-    double p = 1.6059043836821613e-10;
-    p = p * r + 2.08767569878681e-09;
-    p = p * r + 2.505210838544172e-08;
-    p = p * r + 2.755731922398589e-07;
-    p = p * r + 2.7557319223985893e-06;
-    p = p * r + 2.48015873015873e-05;
-    p = p * r + 0.0001984126984126984;
-    p = p * r + 0.001388888888888889;
-    p = p * r + 0.008333333333333333;
-    p = p * r + 0.041666666666666664;
-    p = p * r + 0.16666666666666666;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
+// 2^k for the integer k held in the low mantissa bits of kk = k + 1.5 * 2^52
+// (double) or k + 1.5 * 2^23 (float): k moved into the exponent field.
+CK_INLINE double pow2_of_shifted(double kk) {
     int64_t bits;
     std::memcpy(&bits, &kk, sizeof bits);
     bits = (bits - 0x4338000000000000LL + 1023) << 52;
-    double scale;
-    std::memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
+    double v;
+    std::memcpy(&v, &bits, sizeof v);
+    return v;
 }
 
-// exp(x) in single precision, the same scheme in float lanes: x clamped to
-// [-87, 88] (normal results), Cody-Waite split of ln2 (the high part has 16
-// significant bits), e^r by its Taylor series to degree 7 (|r| <= ln2/2,
-// truncation < 6e-9), 2^k in the exponent bits (shifter 1.5 * 2^23).
-CK_INLINE float exp_vf(float x) {
-    x = std::min(88.0f, std::max(-87.0f, x));
-    const float shifter = 12582912.0f;  // 1.5 * 2^23
-    const float kk = x * 1.44269504088896341f + shifter;
-    const float k = kk - shifter;
-    const float r = (x - k * 0.693145751953125f) - k * 1.42860682030941723e-06f;
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
+CK_INLINE float pow2_of_shifted(float kk) {
     int32_t bits;
     std::memcpy(&bits, &kk, sizeof bits);
     bits = (bits - 0x4B400000 + 127) << 23;
-    float scale;
-    std::memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
+    float v;
+    std::memcpy(&v, &bits, sizeof v);
+    return v;
 }
+
+// exp(x), branch-free and vectorisable, in double (~1 ulp) or float: x is
+// clamped to the range where the result stays normal, x = k ln2 + r with
+// |r| <= ln2/2 (Cody-Waite split of ln2 whose high part has few enough
+// significant bits that k * ln2_hi is exact), e^r by its Taylor series
+// (degree 13 in double, truncation < 5e-18; 7 in float, < 6e-9), and 2^k
+// assembled in the exponent bits; the integer k is read off the mantissa of
+// x log2(e) + 1.5 * 2^52 (2^23 in float), with no float-to-integer
+// conversion (which AVX2 lacks for 64-bit integers).
+template <class F>
+struct ExpParams;
+
+template <>
+struct ExpParams<double> {
+    static constexpr double lo = -708.0, hi = 709.0, shifter = 6755399441055744.0;
+    static constexpr double log2e = 1.4426950408889634;
+    static constexpr double ln2_hi = 0.6931471803691238, ln2_lo = 1.9082149292705877e-10;
+    static constexpr int degree = 13;
+};
+
+template <>
+struct ExpParams<float> {
+    static constexpr float lo = -87.0f, hi = 88.0f, shifter = 12582912.0f;
+    static constexpr float log2e = 1.44269504088896341f;
+    static constexpr float ln2_hi = 0.693145751953125f, ln2_lo = 1.42860682030941723e-06f;
+    static constexpr int degree = 7;
+};
+
+// 1 / k! for k = 0..15 (k! is exact in double up to 18!)
+struct InvFactorials {
+    double v[16];
+    constexpr InvFactorials() : v() {
+        double f = 1.0;
+        for (int k = 0; k < 16; ++k) {
+            if (k > 1) f *= (double)k;
+            v[k] = 1.0 / f;
+        }
+    }
+};
+constexpr InvFactorials kInvFact{};
+
+template <class F>
+CK_INLINE F exp_t(F x) {
+    using P = ExpParams<F>;
+    x = std::min(P::hi, std::max(P::lo, x));
+    const F kk = x * P::log2e + P::shifter;
+    const F k = kk - P::shifter;
+    const F r = (x - k * P::ln2_hi) - k * P::ln2_lo;
+    F p = (F)kInvFact.v[P::degree];
+#pragma GCC unroll 16
+    for (int d = P::degree - 1; d >= 0; --d) p = p * r + (F)kInvFact.v[d];
+    return p * pow2_of_shifted(kk);
+}
+
 
 // ---------------------------------------------------------------------------
 // nonlinearities
@@ -275,11 +287,7 @@ CK_INLINE void nonlin_row(T* __restrict K, T* __restrict Th, int64_t n, const T*
                 kv = s * (pi - acos_v(rho)) * invpi;
                 dv = T(0);
             } else if (FN == FN_EXP) {
-                T e;
-                if constexpr (std::is_same<T, float>::value)
-                    e = exp_vf((rho - T(1)) * p);
-                else
-                    e = exp_v((rho - T(1)) * p);
+                const T e = exp_t((rho - T(1)) * p);
                 kv = s * e;
                 dv = e * p;
             } else if (FN == FN_POLY) {
