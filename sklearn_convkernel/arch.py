@@ -401,9 +401,9 @@ class PolyKernel(_Nonlinearity):
 
     def __post_init__(self):
         if (not isinstance(self.degree, numbers.Integral) or isinstance(self.degree, bool)
-                or self.degree < 1):
+                or not 1 <= self.degree <= 2 ** 20):
             raise ArchitectureError(
-                f"PolyKernel: degree must be an int >= 1, got {self.degree!r}."
+                f"PolyKernel: degree must be an int in [1, 2**20], got {self.degree!r}."
             )
         object.__setattr__(self, "degree", int(self.degree))
 

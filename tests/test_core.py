@@ -384,3 +384,20 @@ def test_exp_kernel_layer_matches_closed_form(dtype, tol, sigma):
     err = np.abs(K / Kxx - expected)
     worst = np.argmax(err / bound)
     assert err[worst] <= bound[worst], (err[worst], rho[worst])
+
+
+@pytest.mark.parametrize("degree", [1, 2, 3, 5, 8, 13])
+def test_poly_kernel_layer_matches_closed_form(degree):
+    rho = np.linspace(-1, 1, 201)
+    X = np.array([1.0, 0.0]).reshape(1, 1, 1, 2)
+    Y = np.stack([rho, np.sqrt((1 - rho) * (1 + rho))], axis=1).reshape(-1, 1, 1, 2)
+    arch = S(Conv(1), PolyKernel(degree), Flatten())
+    for kind in ("nngp", "ntk"):
+        K = conv_kernel(X, Y, architecture=arch, kind=kind)[0]
+        Kxx = conv_kernel(X, architecture=arch, kind=kind)[0, 0]
+        y = Y.reshape(-1, 2)
+        r = np.clip(y[:, 0] / np.sqrt((y ** 2).sum(1)), -1, 1)
+        # NNGP: |y| rho^d; NTK: Theta_1 kappa'(rho) = (rho) (d rho^(d-1)), relative
+        # to its value d at x = y: again rho^d (the Flatten read-out adds no layer)
+        expected = r ** degree * np.sqrt((y ** 2).sum(1))
+        np.testing.assert_allclose(K / Kxx, expected, rtol=1e-13, atol=1e-15)
