@@ -484,6 +484,20 @@ inline void wsum_rows(const T* const* src, const T* w, int64_t k, T* dst, int64_
         for (int64_t t = 0; t < n; ++t) dst[t] += w[u] * src[u][t];
 }
 
+// sum_t w[t] v[t] in double with 8 independent partial sums (one dependent
+// chain of FMAs would be latency-bound; these vectorise).
+template <class T>
+CK_INLINE double wdot(const double* __restrict w, const T* __restrict v, int64_t n) {
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t t = 0;
+    for (; t + 8 <= n; t += 8)
+#pragma GCC unroll 8
+        for (int u = 0; u < 8; ++u) acc[u] += w[t + u] * (double)v[t + u];
+    double r = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; t < n; ++t) r += w[t] * (double)v[t];
+    return r;
+}
+
 // One axis of a convolution: for each tap, the input index of each output
 // (-1 in the zero padding), and for stride 1 without wrap-around the
 // contiguous valid range of outputs with their input offset.
@@ -907,13 +921,8 @@ class Engine {
                         if (wr == 0.0) continue;
                         double bK = 0.0, bT = 0.0;
                         for (int64_t j = 0; j < W; ++j) {
-                            const T* kr = K + a * blk + j * W;
-                            double rK = 0.0, rT = 0.0;
-                            for (int64_t t = 0; t < W; ++t) rK += red.ww[(size_t)t] * (double)kr[t];
-                            if (ntk_) {
-                                const T* tr = Th + a * blk + j * W;
-                                for (int64_t t = 0; t < W; ++t) rT += red.ww[(size_t)t] * (double)tr[t];
-                            }
+                            const double rK = wdot(red.ww.data(), K + a * blk + j * W, W);
+                            const double rT = ntk_ ? wdot(red.ww.data(), Th + a * blk + j * W, W) : 0.0;
                             bK += red.ww[(size_t)j] * rK;
                             bT += red.ww[(size_t)j] * rT;
                         }
