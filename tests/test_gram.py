@@ -54,10 +54,19 @@ def test_wrong_buffers_are_value_errors():
         prog.pair_list(X, tapes, X, tapes, np.array([0, 2]), np.array([0, 1]), np.zeros((2, 1)))
 
 
-def test_overflow_reports_a_non_finite_kernel():
+# ARCH runs layer by layer; SLAB (same-size convs, GAP) runs slab by slab
+SLAB = Sequential(Conv(3, weight_var=2.0), ReLU(), Conv(3), ReLU(), GlobalAvgPool(), Dense())
+
+
+@pytest.mark.parametrize("arch", [ARCH, SLAB], ids=["layers", "slabs"])
+@pytest.mark.parametrize("kind", ["nngp", "ntk"])
+def test_overflow_reports_a_non_finite_kernel(arch, kind):
     X = np.full((2, 6, 5, 1), 1e200)
     with pytest.raises(ValueError, match="not finite"):
-        conv_kernel(X, architecture=ARCH)
+        conv_kernel(X, architecture=arch, kind=kind)
+    with pytest.raises(ValueError, match="not finite"):
+        conv_kernel(np.full((2, 6, 5, 1), 1e30, dtype=np.float32), architecture=arch,
+                    kind=kind, dtype=np.float32)
 
 
 def test_process_backends_give_the_same_gram():

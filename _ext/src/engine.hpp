@@ -558,8 +558,11 @@ class Engine {
     int run(const T* x, const T* y, const T* tape_x, const T* tape_y, T* tape_rec, bool self,
             T* out, Error& err) {
         sp_ = 0;
-        const bool by_slab = slab_ && !self;
-        if (by_slab) slab_compute(x, y, tape_x, tape_y);
+        const bool by_slab = slab_;
+        if (by_slab && !slab_compute(x, y, tape_x, tape_y, tape_rec, self))
+            return err.fail(STATUS_NOT_FINITE,
+                            "a self-variance is not finite (the input images are too large "
+                            "for this dtype and network: rescale them)");
         for (int64_t k = 0; k < P_.n_ops; ++k) {
             const int64_t* r = op_row(P_, k);
             const double* f = fop_row(P_, k);
@@ -816,7 +819,13 @@ class Engine {
         }
     }
 
-    void slab_compute(const T* x, const T* y, const T* tx, const T* ty) {
+    // The self pass (x == y, `self`) runs the slab of displacement 0 first,
+    // recording each nonlinearity's factors on the tape from its diagonal
+    // (as op_nonlin does) and setting the coincident entries exactly; the
+    // slabs of displacement di and -di of a self kernel are transposes with
+    // the same read-out sums, so only di > 0 follow, counted twice.
+    // Returns false on a non-finite self-variance.
+    bool slab_compute(const T* x, const T* y, const T* tx, const T* ty, T* tape_rec, bool self) {
         const int64_t* r0 = op_row(P_, 0);
         const int64_t H = r0[C_OUT_H], W = r0[C_OUT_W], C = r0[C_P0], HW = H * W;
         const int64_t blk = W * W;
@@ -828,7 +837,11 @@ class Engine {
         for (int64_t q = 0; q < HW; ++q)
             for (int64_t c = 0; c < C; ++c) yT_[(size_t)(c * HW + q)] = y[q * C + c];
         cw_ = axes_.data() + 1;  // the width axis: the same for every conv (set below)
-        for (int64_t di = -(H - 1); di < H; ++di) {
+        const int64_t n_slabs = self ? H : 2 * H - 1;
+        for (int64_t sl = 0; sl < n_slabs; ++sl) {
+            const int64_t di = self ? sl : sl - (H - 1);
+            const double mult = self && di > 0 ? 2.0 : 1.0;
+            const bool record = self && di == 0;
             const int64_t i0 = di < 0 ? -di : 0, h = H - (di < 0 ? -di : di);
             const int64_t n = h * blk;
             sK_.resize((size_t)n);
@@ -868,7 +881,7 @@ class Engine {
                     const bool trainable = r[18] != 0;
                     // a following nonlinearity is applied to each block while in cache
                     const int64_t* rn = ci + 1 < chain_.size() ? op_row(P_, chain_[ci + 1]) : nullptr;
-                    const bool fuse = rn && rn[C_CODE] == OP_NONLIN;
+                    const bool fuse = rn && rn[C_CODE] == OP_NONLIN && !record;
                     nK_.resize((size_t)n);
                     if (ntk_) nT_.resize((size_t)n);
                     for (int64_t a = 0; a < h; ++a) {
@@ -903,9 +916,13 @@ class Engine {
                         Th = sT_.data();
                     }
                     if (fuse) ++ci;
-                } else if (code == OP_NONLIN) {  // not after a conv (e.g. right after INPUT)
+                } else if (code == OP_NONLIN) {  // not fused with the conv before it
                     const int64_t fn = r[C_P0], off = r[C_P0 + 1];
                     const double p = fn == FN_EXP ? 1.0 / (f[0] * f[0]) : (double)r[C_P0 + 2];
+                    if (record) {
+                        if (!slab_self_nonlin(fn, p, off, K, Th, H, W, tape_rec)) return false;
+                        continue;
+                    }
                     for (int64_t a = 0; a < h; ++a) {
                         const int64_t i = i0 + a, i2 = i + di;
                         slab_nonlin_block(fn, K + a * blk, ntk_ ? Th + a * blk : nullptr, W,
@@ -930,11 +947,46 @@ class Engine {
                         sT += wr * bT;
                     }
                     const int64_t slot = slot_[(size_t)k];
-                    accK_[(size_t)slot] += sK;
-                    accT_[(size_t)slot] += sT;
+                    accK_[(size_t)slot] += mult * sK;
+                    accT_[(size_t)slot] += mult * sT;
                 }
             }
         }
+        return true;
+    }
+
+    // The nonlinearity of the displacement-0 slab in the self pass: tape
+    // factors from the diagonal, then the entries, then the exact coincident
+    // values (the slab counterpart of op_nonlin's self branch).
+    bool slab_self_nonlin(int64_t fn, double p, int64_t off, T* K, T* Th, int64_t H, int64_t W,
+                          T* tape_rec) {
+        const int64_t HW = H * W, blk = W * W;
+        diagK_.resize((size_t)HW);
+        diagT_.resize((size_t)HW);
+        fx_.resize((size_t)(2 * HW));
+        for (int64_t a = 0; a < H; ++a)
+            for (int64_t j = 0; j < W; ++j) {
+                const int64_t e = a * blk + j * W + j;
+                diagK_[(size_t)(a * W + j)] = (double)K[e];
+                diagT_[(size_t)(a * W + j)] = ntk_ ? (double)Th[e] : 0.0;
+            }
+        for (int64_t q = 0; q < HW; ++q)
+            if (!std::isfinite(diagK_[(size_t)q]) || !std::isfinite(diagT_[(size_t)q])) return false;
+        position_factors(fn, diagK_.data(), HW, fx_.data(), fx_.data() + HW);
+        for (int64_t q = 0; q < 2 * HW; ++q) tape_rec[off + q] = (T)fx_[(size_t)q];
+        const T* t = tape_rec + off;
+        for (int64_t a = 0; a < H; ++a)
+            slab_nonlin_block(fn, K + a * blk, ntk_ ? Th + a * blk : nullptr, W, t + a * W,
+                              t + HW + a * W, t + a * W, t + HW + a * W, p);
+        for (int64_t a = 0; a < H; ++a)
+            for (int64_t j = 0; j < W; ++j) {
+                const int64_t e = a * blk + j * W + j;
+                double kv, dv;
+                nonlin_coincident(fn, p, diagK_[(size_t)(a * W + j)], kv, dv);
+                K[e] = (T)kv;
+                if (ntk_) Th[e] = (T)(diagT_[(size_t)(a * W + j)] * dv);
+            }
+        return true;
     }
 
     struct Reduction {
