@@ -297,8 +297,8 @@ def write_table(store, estimates, md_path):
         "lines). Training set: the first n images of the official training split; test set: "
         "the 10 000 official test images. Hyper-parameters chosen by 3-fold cross-validation "
         "on the training images only. Kernels in float32 with 2 threads; wall time = search + "
-        "refit + test prediction. The machine (2 cores) was shared with other jobs, so wall "
-        "times vary with its load; the throughput on an idle machine is in the second table.\n",
+        "refit + test prediction, on 2 cores; wall times vary with the machine's load and "
+        "the engine version (`version` and the date of each row are in the JSON file).\n",
         text,
     ]
     if estimates:
