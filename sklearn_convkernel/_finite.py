@@ -162,6 +162,8 @@ class FiniteNetwork:
             return np.einsum("ai,bj,nijc->nabc", Ph, Pw, h, optimize=True)
         if isinstance(layer, _arch.Flatten):
             return h.reshape(h.shape[0], 1, 1, -1)
+        if isinstance(layer, _arch.ShiftAverage):
+            return _shift_average_features(layer, h)
         if isinstance(layer, _arch.Trace):
             return math.sqrt(h.shape[1] * h.shape[2]) * h.reshape(h.shape[0], 1, 1, -1)
         raise TypeError(f"finite networks do not support {layer!r}")
@@ -185,6 +187,38 @@ class FiniteNetwork:
         cols = np.concatenate(patches, axis=-1).reshape(n * oh * ow, kh * kw * c_in)
         out = (cols @ Wt.reshape(kh * kw * c_in, self.width)).reshape(n, oh, ow, self.width)
         return out + b
+
+
+def _shift_average_features(layer, h):
+    """Two-sided ShiftAverage: the mean of the shifted maps, flattened.
+
+    Without wrap-around the shifts land on a canvas extended by ``max_shift``
+    on every side (a box filter in "full" mode), so that every pair of
+    shifts keeps all of its products; the scale makes the following Dense
+    (fan-in: canvas size x channels) average over the ``H W`` positions of
+    the map, as Flatten does.
+    """
+    if layer.one_sided:
+        raise TypeError(
+            f"{layer!r} (one-sided) is not the kernel of a single network; "
+            "use one_sided=False for finite networks."
+        )
+    n, H, W, C = h.shape
+    mh, mw = layer.max_shift
+    if layer.circular:
+        g = np.zeros_like(h)
+        for s in range(-mh, mh + 1):
+            for t in range(-mw, mw + 1):
+                g += np.roll(h, (s, t), axis=(1, 2))
+        size = H * W
+    else:
+        g = np.zeros((n, H + 2 * mh, W + 2 * mw, C))
+        for s in range(2 * mh + 1):
+            for t in range(2 * mw + 1):
+                g[:, s:s + H, t:t + W] += h
+        size = (H + 2 * mh) * (W + 2 * mw)
+    g *= math.sqrt(size / (H * W)) / ((2 * mh + 1) * (2 * mw + 1))
+    return g.reshape(n, 1, 1, -1)
 
 
 _SUPPORTED_NONLIN = (_arch.ReLU, _arch.Erf, _arch.ArcCosKernel, _arch.ExpKernel,

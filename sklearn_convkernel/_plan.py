@@ -28,6 +28,7 @@ from sklearn_convkernel import arch as A
 # Keep in sync with _ext/include/convkernel/core.hpp.
 OP_INPUT, OP_CONV, OP_NONLIN, OP_POOL, OP_DIAGSUM, OP_TODIAG = 0, 1, 2, 3, 4, 5
 OP_PUSH, OP_SWAP, OP_ADD, OP_POP, OP_OUTPUT = 6, 7, 8, 9, 10
+OP_SHIFTSUM = 11
 N_INT, N_FLOAT = 20, 4
 
 _FN_CODES = {
@@ -182,6 +183,19 @@ class _Lowering:
                 ints[9 + 2 * ax] = idx_off
             self.ops.append(_Op(OP_POOL, shape, out, ints, mixing=mixing))
             return out
+        if isinstance(layer, A.ShiftAverage):
+            # displacement weights of both axes, stored in the float blob
+            # (the int blob is padded alongside: the blobs share offsets)
+            offsets = {}
+            mixing = False
+            for ax, w in enumerate(layer.displacement_weights(shape)):
+                offsets[8 + ax] = len(self.blob_f)
+                self.blob_f.extend(float(v) for v in w)
+                self.blob_i.extend([0] * len(w))
+                n = shape[ax]
+                mixing |= bool(np.any(np.delete(w, n - 1)))  # weight off displacement 0
+            self.ops.append(_Op(OP_SHIFTSUM, shape, (1, 1), offsets, mixing=mixing))
+            return (1, 1)
         if isinstance(layer, (A.Flatten, A.Trace)):
             scale = 1.0 / (shape[0] * shape[1]) if isinstance(layer, A.Flatten) else 1.0
             self.ops.append(_Op(OP_DIAGSUM, shape, (1, 1), floats={0: scale}))
@@ -221,7 +235,7 @@ class _Lowering:
             out_demand = stack.pop()
             if c == OP_DIAGSUM:
                 need = False
-            elif c == OP_POOL and op.mixing:
+            elif op.mixing:  # position-mixing pools and shift read-outs
                 need = True
             else:
                 need = out_demand

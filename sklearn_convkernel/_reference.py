@@ -176,6 +176,27 @@ def _conv_window_mean(M, layer):
     return out / (kh * kw)
 
 
+def _shift_pair_weights(n, m, one_sided, circular):
+    """ShiftAverage along one axis: the weight of position pair (i, i').
+
+    The Flatten kernel averaged over shifts ``s`` of x and ``s'`` of y in
+    ``[-m, m]`` (``s = 0`` only when one-sided) pairs position ``i`` of x
+    with ``i' = i + s - s'`` of y: the weight of (i, i') is the fraction of
+    shift pairs with that displacement (mod n when circular).
+    """
+    shifts = range(-m, m + 1)
+    pairs = [(0 if one_sided else s, t) for s in (shifts if not one_sided else [0])
+             for t in shifts]
+    Wt = np.zeros((n, n))
+    for i in range(n):
+        for i2 in range(n):
+            for s, t in pairs:
+                d = i2 - i - (s - t)
+                if (d % n == 0) if circular else (d == 0):
+                    Wt[i, i2] += 1.0
+    return Wt / len(pairs)
+
+
 def _pool(M, Ph, Pw):
     """K' = P K P^T on both sides, P = Ph ⊗ Pw."""
     return np.einsum("ai,bj,...ijkl,ck,dl->...abcd", Ph, Pw, M, Ph, Pw, optimize=True)
@@ -331,6 +352,12 @@ def _apply(layer, st, outputs):
     if isinstance(layer, (_arch.AvgPool, _arch.GaussianPool, _arch.BoxPool, _arch.StridedPool)):
         Ph, Pw = _pool_matrices(layer, st.xy[0].shape[-4:-2])
         return st.map(lambda K, T: (_pool(K, Ph, Pw), None if T is None else _pool(T, Ph, Pw)))
+    if isinstance(layer, _arch.ShiftAverage):
+        H, W = st.xy[0].shape[-4:-2]
+        Wh = _shift_pair_weights(H, layer.max_shift[0], layer.one_sided, layer.circular)
+        Ww = _shift_pair_weights(W, layer.max_shift[1], layer.one_sided, layer.circular)
+        fn = lambda M: _as_1x1(np.einsum("...ijkl,ik,jl->...", M, Wh, Ww) / (H * W))  # noqa: E731
+        return st.map(lambda K, T: (fn(K), None if T is None else fn(T)))
     if isinstance(layer, (_arch.Flatten, _arch.Trace)):
         H, W = st.xy[0].shape[-4:-2]
         scale = 1.0 / (H * W) if isinstance(layer, _arch.Flatten) else 1.0

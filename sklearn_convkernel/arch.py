@@ -56,6 +56,7 @@ __all__ = [
     "GlobalAvgPool",
     "Flatten",
     "Trace",
+    "ShiftAverage",
 ]
 
 
@@ -646,6 +647,93 @@ class Trace(Layer):
 
     def output_shape(self, shape):
         return (1, 1)
+
+
+@dataclass(frozen=True)
+class ShiftAverage(Layer):
+    """Shift-averaged read-out (local average pooling, LAP; Li et al. 2019).
+
+    ``K' = (1 / (H W)) sum_{p, q} w_h(q_h - p_h) w_w(q_w - p_w) K[p, q]``: a
+    :class:`Flatten` read-out that also sums the entries between positions
+    displaced by up to ``2 * max_shift`` pixels, weighted by how many pairs
+    of shifts ``s, s'`` in ``[-max_shift, max_shift]`` produce that
+    displacement.  With ``circular=True`` (displacements wrap around, as
+    circular padding does) and a network of circular stride-1 convolutions
+    and nonlinearities, it equals **exactly** the :class:`Flatten` kernel
+    averaged over all shifts of both images,
+    ``mean_{s, s'} K_flatten(roll(x, s), roll(y, s'))`` -- data augmentation
+    by translations without the augmented images.
+
+    Parameters
+    ----------
+    max_shift : int or (int, int), default=2
+        Largest shift per axis.  ``0`` is :class:`Flatten`; with
+        ``circular=True`` and ``2 * max_shift + 1`` equal to the map size the
+        read-out is :class:`GlobalAvgPool`.
+    one_sided : bool, default=False
+        Shift only one image: box weights ``1 / (2 max_shift + 1)`` over
+        displacements ``|d| <= max_shift`` (``mean_s K_flatten(x, roll(y, s))``)
+        instead of the triangular weights ``(2 m + 1 - |d|) / (2 m + 1)**2``
+        over ``|d| <= 2 m`` of the two-sided average.  Cheaper (fewer
+        displacements) but not positive semi-definite in general.
+    circular : bool, default=False
+        Let displacements wrap around the map (use with ``padding="circular"``
+        convolutions).  Without it the read-out is the zero-padded version,
+        which is positive semi-definite as well (it is an average pooling of
+        window ``2 max_shift + 1`` over the zero-extended map, summed).
+
+    Notes
+    -----
+    Cost: stride-1 convolutions and nonlinearities keep each displacement
+    apart, so only the displacements with a non-zero weight are computed:
+    ``(4 m + 1)**2`` two-sided, ``(2 m + 1)**2`` one-sided, against
+    ``(2 H - 1)(2 W - 1)`` for :class:`GlobalAvgPool`.
+    """
+
+    max_shift: Union[int, Tuple[int, int]] = 2
+    one_sided: bool = False
+    circular: bool = False
+
+    def __post_init__(self):
+        owner = f"ShiftAverage(max_shift={self.max_shift!r})"
+        object.__setattr__(self, "max_shift", _pair(self.max_shift, "max_shift", owner, minimum=0))
+        object.__setattr__(self, "one_sided", _check_bool(self.one_sided, "one_sided", owner))
+        object.__setattr__(self, "circular", _check_bool(self.circular, "circular", owner))
+        if max(self.max_shift) > 4096:
+            raise ArchitectureError(f"{owner}: max_shift must be <= 4096.")
+
+    def output_shape(self, shape):
+        return (1, 1)
+
+    def displacement_weights(self, shape):
+        """Weights of the displacements ``d = q - p`` per axis.
+
+        Returns two arrays of lengths ``2 H - 1`` and ``2 W - 1``; entry
+        ``d + n - 1`` is the weight of displacement ``d`` along that axis,
+        the ``1 / n`` of the mean over positions included (wrapped
+        displacements folded in when ``circular``).
+        """
+        import numpy as np
+
+        weights = []
+        for n, m in zip(shape, self.max_shift):
+            reach = m if self.one_sided else 2 * m
+            d = np.arange(-reach, reach + 1)
+            if self.one_sided:
+                base = np.full(d.shape, 1.0 / (2 * m + 1))
+            else:
+                base = (2 * m + 1 - np.abs(d)) / float((2 * m + 1) ** 2)
+            w = np.zeros(2 * n - 1)
+            for delta, value in zip(d, base):
+                if self.circular:
+                    r = delta % n
+                    w[r + n - 1] += value  # q - p = r >= 0
+                    if r:
+                        w[r - n + n - 1] += value  # q - p = r - n < 0
+                elif abs(delta) < n:
+                    w[delta + n - 1] += value
+            weights.append(w / n)
+        return weights[0], weights[1]
 
 
 _DIAG_READOUTS = (Flatten, Trace)

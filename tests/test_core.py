@@ -26,6 +26,7 @@ from sklearn_convkernel.arch import (
     PolyKernel,
     ReLU,
     Sequential,
+    ShiftAverage,
     StridedPool,
     Sum,
     Tap,
@@ -136,9 +137,22 @@ ARCHS = {
     "slab-kernels": S(Conv(3, padding=((2, 0), (0, 2)), weight_var=2), ExpKernel(0.8),
                       Conv(3, weight_var=3), ArcCosKernel(1), Conv(1, bias_var=0.3),
                       PolyKernel(2), GlobalAvgPool(), Dense()),
+    # --- shift-averaged read-outs (slab path, interpreter, taps, circular, one-sided) ---
+    "shift-slab": S(Conv(3, weight_var=2, bias_var=0.1), ReLU(), Conv(3, weight_var=2), ReLU(),
+                    ShiftAverage(1), Dense(bias_var=0.1)),
+    "shift-slab-taps": S(Conv(3, weight_var=2), ReLU(), Tap(ShiftAverage((2, 1)), Dense()),
+                         Conv(2, weight_var=2), Erf(), Tap(GlobalAvgPool()),
+                         ShiftAverage(1, one_sided=True), Dense()),
+    "shift-circular": S(Conv(3, padding="circular", weight_var=2), ReLU(),
+                        Conv(3, padding="circular", weight_var=2, bias_var=0.2), ReLU(),
+                        ShiftAverage(2, circular=True), Dense()),
+    "shift-after-pool": S(Conv(3, weight_var=2), ReLU(), AvgPool(2), Conv(3), ReLU(),
+                          ShiftAverage((1, 3), one_sided=True), Dense(weight_var=2), ReLU(),
+                          Dense()),
+    "shift-zero": S(Conv(3, weight_var=2), ReLU(), ShiftAverage(0), Dense()),
 }
 
-POOLED = {"slab-gap-taps", "slab-kernels", "circular-gap", "avgpool", "avgpool-same-stride", "avgpool-padding",
+POOLED = {"shift-slab", "shift-slab-taps", "shift-circular", "shift-after-pool","slab-gap-taps", "slab-kernels", "circular-gap", "avgpool", "avgpool-same-stride", "avgpool-padding",
           "avgpool-circular", "gaussianpool", "gaussianpool-factor", "boxpool", "boxpool-factor",
           "stridedpool", "stridedpool-1", "gap-dense-relu-dense", "gap-linear", "sum-after-relu",
           "sum-three-branches", "taps"}

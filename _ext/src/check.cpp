@@ -104,6 +104,28 @@ int check_program_impl(const Program& P, int64_t* max_depth, int64_t* max_size, 
                     top = {oh, ow, mo};
                     break;
                 }
+                case OP_SHIFTSUM: {
+                    if (oh != 1 || ow != 1 || mo != 0)
+                        return err.fail(STATUS_BAD_PROGRAM, "op %lld: SHIFTSUM must give 1x1", k);
+                    for (int ax = 0; ax < 2; ++ax) {
+                        const int64_t n = ax ? iw : ih, off = r[C_P0 + ax], len = 2 * n - 1;
+                        if (off < 0 || off + len > P.n_blob_f)
+                            return err.fail(STATUS_BAD_PROGRAM, "op %lld: shift weights out of range", k);
+                        const double* w = P.blob_f + off;
+                        for (int64_t d = 1; d < n; ++d)
+                            if (w[n - 1 + d] != w[n - 1 - d])
+                                return err.fail(STATUS_BAD_PROGRAM,
+                                                "op %lld: shift weights must be symmetric", k);
+                        // diagonal mode holds displacement 0 only
+                        if (mi == 0)
+                            for (int64_t d = 1; d < n; ++d)
+                                if (w[n - 1 + d] != 0.0)
+                                    return err.fail(STATUS_BAD_PROGRAM,
+                                                    "op %lld: SHIFTSUM needs full mode", k);
+                    }
+                    top = {1, 1, 0};
+                    break;
+                }
                 case OP_DIAGSUM:
                     if (oh != 1 || ow != 1 || mo != 0)
                         return err.fail(STATUS_BAD_PROGRAM, "op %lld: DIAGSUM must give 1x1", k);

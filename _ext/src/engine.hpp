@@ -314,6 +314,21 @@ CK_INLINE void nonlin_row(T* __restrict K, T* __restrict Th, int64_t n, const T*
     }
 }
 
+// Calls f(std::integral_constant<int, FN>{}) for the nonlinearity code fn, so
+// that templated row loops are instantiated once per nonlinearity.
+template <class F>
+inline void with_nonlinearity(int64_t fn, F&& f) {
+    switch (fn) {
+        case FN_RELU: f(std::integral_constant<int, FN_RELU>{}); break;
+        case FN_ERF: f(std::integral_constant<int, FN_ERF>{}); break;
+        case FN_EXP: f(std::integral_constant<int, FN_EXP>{}); break;
+        case FN_ARCCOS0: f(std::integral_constant<int, FN_ARCCOS0>{}); break;
+        case FN_ARCCOS1: f(std::integral_constant<int, FN_ARCCOS1>{}); break;
+        case FN_POLY: f(std::integral_constant<int, FN_POLY>{}); break;
+        default: f(std::integral_constant<int, FN_LINEAR>{}); break;
+    }
+}
+
 // Exact values at a coincident point (same image, same position, rho = 1).
 inline void nonlin_coincident(int64_t fn, double p, double v, double& kv, double& dv) {
     if (fn == FN_ERF) {
@@ -559,7 +574,8 @@ class Engine {
             T* out, Error& err) {
         sp_ = 0;
         const bool by_slab = slab_;
-        if (by_slab && !slab_compute(x, y, tape_x, tape_y, tape_rec, self))
+        if (by_slab && !(disp_ ? disp_compute(x, y, tape_x, tape_y, tape_rec, self)
+                               : slab_compute(x, y, tape_x, tape_y, tape_rec, self)))
             return err.fail(STATUS_NOT_FINITE,
                             "a self-variance is not finite (the input images are too large "
                             "for this dtype and network: rescale them)");
@@ -591,6 +607,7 @@ class Engine {
                     break;
                 case OP_POOL: op_pool(r); break;
                 case OP_DIAGSUM: op_diagsum(f); break;
+                case OP_SHIFTSUM: op_shiftsum(r); break;
                 case OP_TODIAG: op_todiag(); break;
                 case OP_PUSH: {
                     State<T>& a = stack_[(size_t)(sp_ - 1)];
@@ -649,12 +666,25 @@ class Engine {
     enum Role { R_NORMAL = 0, R_INPUT, R_SKIP, R_PUSH, R_REDUCE };
 
     bool is_reduction(const int64_t* r, int64_t H, int64_t W) const {
-        return r[C_CODE] == OP_POOL && r[C_MODE_IN] == 1 && r[C_IN_H] == H && r[C_IN_W] == W &&
-               r[C_OUT_H] == 1 && r[C_OUT_W] == 1;
+        return (r[C_CODE] == OP_POOL || r[C_CODE] == OP_SHIFTSUM) && r[C_MODE_IN] == 1 &&
+               r[C_IN_H] == H && r[C_IN_W] == W && r[C_OUT_H] == 1 && r[C_OUT_W] == 1;
     }
 
     void add_reduction(int64_t k, int64_t H, int64_t W) {
         const int64_t* r = op_row(P_, k);
+        if (r[C_CODE] == OP_SHIFTSUM) {  // weights by displacement
+            Reduction red;
+            red.disp = true;
+            const double* wh = P_.blob_f + r[C_P0];
+            const double* ww = P_.blob_f + r[C_P0 + 1];
+            red.hw.assign(wh, wh + (2 * H - 1));
+            red.ww.assign(ww, ww + (2 * W - 1));
+            slot_[(size_t)k] = (int64_t)reds_.size();
+            reds_.push_back(std::move(red));
+            role_[(size_t)k] = R_REDUCE;
+            chain_.push_back(k);
+            return;
+        }
         const int64_t* hp = P_.blob_i + r[8];
         const int64_t* hi = P_.blob_i + r[9];
         const double* hv = P_.blob_f + r[9];
@@ -723,7 +753,21 @@ class Engine {
             reds_.clear();
             return;
         }
+        // the slabs some read-out weighs (a shift read-out needs few of them)
+        need_.assign((size_t)(2 * H - 1), 0);
+        for (const Reduction& red : reds_)
+            for (int64_t di = -(H - 1); di < H; ++di) {
+                bool used = false;
+                if (red.disp) {
+                    used = red.hw[(size_t)(di + H - 1)] != 0.0;
+                } else {
+                    for (int64_t i = std::max<int64_t>(0, -di); i < H && i + di < H && !used; ++i)
+                        used = red.hw[(size_t)i] * red.hw[(size_t)(i + di)] != 0.0;
+                }
+                if (used) need_[(size_t)(di + H - 1)] = 1;
+            }
         saxes_.resize(chain_.size() * (size_t)(H + 1));
+        disp_analyze(H, W);
         accK_.assign(reds_.size(), 0.0);
         accT_.assign(reds_.size(), 0.0);
     }
@@ -842,6 +886,7 @@ class Engine {
             const int64_t di = self ? sl : sl - (H - 1);
             const double mult = self && di > 0 ? 2.0 : 1.0;
             const bool record = self && di == 0;
+            if (!record && !need_[(size_t)(di + H - 1)]) continue;  // no read-out weighs it
             const int64_t i0 = di < 0 ? -di : 0, h = H - (di < 0 ? -di : di);
             const int64_t n = h * blk;
             sK_.resize((size_t)n);
@@ -932,7 +977,20 @@ class Engine {
                 } else {  // a read-out: weighted sum of this slab
                     const Reduction& red = reds_[(size_t)slot_[(size_t)k]];
                     double sK = 0.0, sT = 0.0;
-                    for (int64_t a = 0; a < h; ++a) {
+                    if (red.disp) {  // sum_j sum_j' ww[j' - j] over the slab, times wh[di]
+                        const double wr = red.hw[(size_t)(di + H - 1)];
+                        if (wr != 0.0) {
+                            for (int64_t a = 0; a < h; ++a)
+                                for (int64_t j = 0; j < W; ++j) {
+                                    const double* wj = red.ww.data() + (W - 1 - j);
+                                    sK += wdot(wj, K + a * blk + j * W, W);
+                                    if (ntk_) sT += wdot(wj, Th + a * blk + j * W, W);
+                                }
+                            sK *= wr;
+                            sT *= wr;
+                        }
+                    }
+                    for (int64_t a = 0; a < h && !red.disp; ++a) {
                         const int64_t i = i0 + a;
                         const double wr = red.hw[(size_t)i] * red.hw[(size_t)(i + di)];
                         if (wr == 0.0) continue;
@@ -989,9 +1047,168 @@ class Engine {
         return true;
     }
 
+    // -----------------------------------------------------------------------
+    // displacement path
+    //
+    // When every read-out of a slab-path prefix weighs displacements
+    // (ShiftAverage), the prefix runs once per displacement d = q - p with a
+    // non-zero weight, on the map D_d[p] = K[p, p + d] over the positions p
+    // where both p and p + d are inside: a same-size stride-1 zero-padded
+    // convolution sums K[p + t, p + d + t] over the taps t that keep both
+    // inside, i.e. it is the same convolution on that smaller map (the
+    // diagonal path's conv_diag); nonlinearities read x's factors at p and
+    // y's at p + d.  d = 0 is the diagonal path itself and goes first in the
+    // self pass (it records the tape); d and -d of a self kernel have equal
+    // sums (weights are symmetric), so the self pass counts d > 0 twice.
+    // -----------------------------------------------------------------------
+
+    void disp_analyze(int64_t H, int64_t W) {
+        for (const Reduction& red : reds_)
+            if (!red.disp) return;
+        disp_ = true;
+        dlist_.clear();
+        dlist_.push_back({0, 0});
+        for (int64_t dh = -(H - 1); dh < H; ++dh)
+            for (int64_t dw = -(W - 1); dw < W; ++dw) {
+                if (dh == 0 && dw == 0) continue;
+                bool used = false;
+                for (const Reduction& red : reds_)
+                    used |= red.hw[(size_t)(dh + H - 1)] * red.ww[(size_t)(dw + W - 1)] != 0.0;
+                if (used) dlist_.push_back({dh, dw});
+            }
+        daxes_.resize(chain_.size() * (size_t)(H + W + 2));
+    }
+
+    // conv axis of chain_[ci] on a map of n rows (axis 0) or columns (axis 1)
+    const ConvAxis* disp_axis(size_t ci, int axis, int64_t n, const int64_t* r) {
+        const int64_t H = op_row(P_, 0)[C_OUT_H], W = op_row(P_, 0)[C_OUT_W];
+        ConvAxis& a = daxes_[ci * (size_t)(H + W + 2) + (axis ? (size_t)(H + 1 + n) : (size_t)n)];
+        if (a.k == 0) a.set(n, n, r[8 + axis], 1, r[12 + axis], r[14 + axis], false);
+        return &a;
+    }
+
+    template <int FN>
+    void disp_nonlin(T* K, T* Th, int64_t h, int64_t w, const T* fx, const T* fy, int64_t HW,
+                     int64_t W, int64_t dh, int64_t dw, int64_t i0, int64_t j0, double p) {
+        for (int64_t a = 0; a < h; ++a) {
+            const T* ix = fx + (i0 + a) * W + j0;
+            const T* iy = fy + (i0 + a + dh) * W + j0 + dw;
+            if (ntk_)
+                nonlin_row<FN, true, false>(K + a * w, Th + a * w, w, ix, ix + HW, iy, iy + HW, p);
+            else
+                nonlin_row<FN, false, false>(K + a * w, Th, w, ix, ix + HW, iy, iy + HW, p);
+        }
+    }
+
+    bool disp_compute(const T* x, const T* y, const T* tx, const T* ty, T* tape_rec, bool self) {
+        const int64_t* r0 = op_row(P_, 0);
+        const int64_t H = r0[C_OUT_H], W = r0[C_OUT_W], C = r0[C_P0], HW = H * W;
+        const T scale = (T)fop_row(P_, 0)[0];
+        std::fill(accK_.begin(), accK_.end(), 0.0);
+        std::fill(accT_.begin(), accT_.end(), 0.0);
+        for (const auto& d : dlist_) {
+            const int64_t dh = d.first, dw = d.second;
+            const bool record = self && dh == 0 && dw == 0;
+            if (self && (dh < 0 || (dh == 0 && dw < 0))) continue;  // the mirror of a d > 0
+            const double mult = self && !record ? 2.0 : 1.0;
+            const int64_t i0 = dh < 0 ? -dh : 0, j0 = dw < 0 ? -dw : 0;
+            const int64_t h = H - (dh < 0 ? -dh : dh), w = W - (dw < 0 ? -dw : dw), n = h * w;
+            sK_.resize((size_t)n);
+            T* K = sK_.data();
+            for (int64_t a = 0; a < h; ++a) {  // the input map
+                const T* xr = x + ((i0 + a) * W + j0) * C;
+                const T* yr = y + ((i0 + a + dh) * W + j0 + dw) * C;
+                T* __restrict dst = K + a * w;
+                for (int64_t b = 0; b < w; ++b) {
+                    T acc = T(0);
+                    for (int64_t c = 0; c < C; ++c) acc += xr[b * C + c] * yr[b * C + c];
+                    dst[b] = scale * acc;
+                }
+            }
+            T* Th = nullptr;
+            if (ntk_) {
+                sT_.assign((size_t)n, T(0));
+                Th = sT_.data();
+            }
+            for (size_t ci = 0; ci < chain_.size(); ++ci) {
+                const int64_t k = chain_[ci];
+                const int64_t* r = op_row(P_, k);
+                const double* f = fop_row(P_, k);
+                const int64_t code = r[C_CODE];
+                if (code == OP_CONV) {
+                    ch_ = disp_axis(ci, 0, h, r);
+                    cw_ = disp_axis(ci, 1, w, r);
+                    const T c = (T)(f[0] / (double)(r[8] * r[9]));
+                    nK_.resize((size_t)n);
+                    conv_diag(K, nK_.data(), h, w, c, (T)f[1]);
+                    sK_.swap(nK_);
+                    K = sK_.data();
+                    if (ntk_) {
+                        nT_.resize((size_t)n);
+                        conv_diag(Th, nT_.data(), h, w, c, T(0));
+                        if (r[18] != 0) add_to(K, nT_.data(), n);
+                        sT_.swap(nT_);
+                        Th = sT_.data();
+                    }
+                } else if (code == OP_NONLIN) {
+                    const int64_t fn = r[C_P0], off = r[C_P0 + 1];
+                    const double p = fn == FN_EXP ? 1.0 / (f[0] * f[0]) : (double)r[C_P0 + 2];
+                    if (record) {
+                        if (!disp_self_nonlin(fn, p, off, K, Th, HW, tape_rec)) return false;
+                        continue;
+                    }
+                    with_nonlinearity(fn, [&](auto fc) {
+                        disp_nonlin<decltype(fc)::value>(K, Th, h, w, tx + off, ty + off, HW, W,
+                                                         dh, dw, i0, j0, p);
+                    });
+                } else {  // a read-out
+                    const int64_t slot = slot_[(size_t)k];
+                    const Reduction& red = reds_[(size_t)slot];
+                    const double wgt = red.hw[(size_t)(dh + H - 1)] * red.ww[(size_t)(dw + W - 1)];
+                    if (wgt == 0.0) continue;
+                    double sK = 0.0, sT = 0.0;
+                    for (int64_t t = 0; t < n; ++t) sK += (double)K[t];
+                    if (ntk_)
+                        for (int64_t t = 0; t < n; ++t) sT += (double)Th[t];
+                    accK_[(size_t)slot] += mult * wgt * sK;
+                    accT_[(size_t)slot] += mult * wgt * sT;
+                }
+            }
+        }
+        return true;
+    }
+
+    // The nonlinearity of displacement 0 in the self pass: every entry is
+    // coincident; record the factors and set the exact values.
+    bool disp_self_nonlin(int64_t fn, double p, int64_t off, T* K, T* Th, int64_t HW,
+                          T* tape_rec) {
+        diagK_.resize((size_t)HW);
+        fx_.resize((size_t)(2 * HW));
+        for (int64_t q = 0; q < HW; ++q) {
+            diagK_[(size_t)q] = (double)K[q];
+            if (!std::isfinite(diagK_[(size_t)q]) || (ntk_ && !std::isfinite((double)Th[q])))
+                return false;
+        }
+        position_factors(fn, diagK_.data(), HW, fx_.data(), fx_.data() + HW);
+        for (int64_t q = 0; q < 2 * HW; ++q) tape_rec[off + q] = (T)fx_[(size_t)q];
+        for (int64_t q = 0; q < HW; ++q) {
+            double kv, dv;
+            nonlin_coincident(fn, p, diagK_[(size_t)q], kv, dv);
+            K[q] = (T)kv;
+            if (ntk_) Th[q] = (T)((double)Th[q] * dv);
+        }
+        return true;
+    }
+
+    bool disp_ = false;
+    std::vector<std::pair<int64_t, int64_t>> dlist_;  // displacements (dh, dw), (0, 0) first
+    std::vector<ConvAxis> daxes_;
+
     struct Reduction {
-        std::vector<double> hw, ww;  // read-out weights per row / column
+        std::vector<double> hw, ww;  // read-out weights per row / column,
+        bool disp = false;           // or per displacement (length 2n - 1)
     };
+    std::vector<char> need_;         // per height displacement: weighed by a read-out
     bool slab_ = false;
     std::vector<int> role_;
     std::vector<int64_t> slot_;    // per op: its read-out's index
@@ -1497,6 +1714,40 @@ class Engine {
         State<T>& s = top();
         const double kv = f[0] * diag_sum(s.K, s);
         const double tv = ntk_ ? f[0] * diag_sum(s.Th, s) : 0.0;
+        resize(s, 1, 1, 0);
+        s.K[0] = (T)kv;
+        if (ntk_) s.Th[0] = (T)tv;
+    }
+
+    // sum_{i,i'} wh[i'-i] sum_{j,j'} ww[j'-j] M[i][i'][j][j'] (full mode), or
+    // wh[0] ww[0] sum_p M[p] (diagonal mode: displacement 0 only)
+    double shift_sum(const Buffer<T>& M, const State<T>& s, const double* wh,
+                     const double* ww) const {
+        const int64_t H = s.h, W = s.w;
+        if (!s.full) {
+            double acc = 0.0;
+            for (int64_t p = 0; p < H * W; ++p) acc += (double)M[(size_t)p];
+            return wh[H - 1] * ww[W - 1] * acc;
+        }
+        double acc = 0.0;
+        for (int64_t i = 0; i < H; ++i)
+            for (int64_t i2 = 0; i2 < H; ++i2) {
+                const double wr = wh[i2 - i + H - 1];
+                if (wr == 0.0) continue;
+                const T* blk = M.data() + (i * H + i2) * W * W;
+                double b = 0.0;
+                for (int64_t j = 0; j < W; ++j) b += wdot(ww + (W - 1 - j), blk + j * W, W);
+                acc += wr * b;
+            }
+        return acc;
+    }
+
+    void op_shiftsum(const int64_t* r) {
+        State<T>& s = top();
+        const double* wh = P_.blob_f + r[C_P0];
+        const double* ww = P_.blob_f + r[C_P0 + 1];
+        const double kv = shift_sum(s.K, s, wh, ww);
+        const double tv = ntk_ ? shift_sum(s.Th, s, wh, ww) : 0.0;
         resize(s, 1, 1, 0);
         s.K[0] = (T)kv;
         if (ntk_) s.Th[0] = (T)tv;

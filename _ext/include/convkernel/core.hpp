@@ -44,6 +44,9 @@ enum OpCode : int64_t {
     OP_ADD = 8,      // pop the top state and add it to the new top
     OP_POP = 9,      // discard the top state
     OP_OUTPUT = 10,  // record the (1x1) top state as output number `slot`
+    OP_SHIFTSUM = 11,  // sum_{p,q} wh[q_h - p_h] ww[q_w - p_w] K[p, q] -> 1x1
+                       // (displacement weights in blob_f at columns 8, 9;
+                       // lengths 2H-1 and 2W-1, symmetric)
 };
 
 // Nonlinearity codes (column 8 of an OP_NONLIN row).
