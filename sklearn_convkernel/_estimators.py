@@ -87,11 +87,25 @@ def _check_max_depth(depth, max_depth, owner):
         )
 
 
-def cntk_architecture(depth=3, gap=True, fix=False, max_depth=None):
+def _spatial_readout(gap, max_shift, owner):
+    """The read-out layer of a family: GlobalAvgPool, Flatten or ShiftAverage."""
+    if max_shift is None:
+        return A.GlobalAvgPool() if gap else A.Flatten()
+    if gap:
+        raise ValueError(
+            f"{owner}: gap=True and max_shift={max_shift!r} ask for two read-outs; pass "
+            "gap=False to average the flatten read-out over shifts (or max_shift=None)."
+        )
+    return A.ShiftAverage(max_shift)
+
+
+def cntk_architecture(depth=3, gap=True, fix=False, max_depth=None, max_shift=None):
     """Arora et al.'s CNTK architecture in neural-tangents scaling.
 
     ``[Conv(3, weight_var=2), ReLU()] * (depth - 1)`` then ``GlobalAvgPool()``
-    (``gap=True``) or ``Flatten()``, then ``Dense()``.  ``fix=True`` freezes
+    (``gap=True``), ``Flatten()`` or, with ``max_shift``, Li et al.'s local
+    average pooling ``ShiftAverage(max_shift)`` (needs ``gap=False``), then
+    ``Dense()``.  ``fix=True`` freezes
     the first convolution and the read-out.  Arora et al.'s own numbers are
     ``C`` (gap) or ``C * H * W`` (vanilla) times these; the scale does not
     change the estimators (their ``alpha`` is relative).
@@ -108,19 +122,22 @@ def cntk_architecture(depth=3, gap=True, fix=False, max_depth=None):
         [A.Conv(3, weight_var=2.0, trainable=not (fix and d == 0)), A.ReLU()]
         for d in range(top - 1)
     ]
-    readout = [A.GlobalAvgPool() if gap else A.Flatten(), A.Dense(trainable=not fix)]
+    readout = [_spatial_readout(gap, max_shift, "cntk_architecture"),
+               A.Dense(trainable=not fix)]
     layers, out = _with_taps(blocks, readout, depth - 1,
                              None if max_depth is None else max_depth - 1, 0)
     return A.Sequential(*layers), out
 
 
-def cnngp_architecture(depth=7, kernel_size=7, weight_var=2.79, bias_var=7.86, max_depth=None):
+def cnngp_architecture(depth=7, kernel_size=7, weight_var=2.79, bias_var=7.86, max_depth=None,
+                       max_shift=None):
     """Garriga-Alonso et al.'s ConvNet GP (paper defaults: depth 7, 7x7, 2.79, 7.86).
 
     ``depth`` x ``[Conv(kernel_size, "same", weight_var * kernel_size**2,
     bias_var), ReLU()]`` then ``Flatten(), Dense(weight_var, bias_var)``:
     ``weight_var`` is the variance per input of a window tap (cnn_gp's
-    ``var_weight * kernel_size**2`` convention).
+    ``var_weight * kernel_size**2`` convention).  With ``max_shift`` the
+    read-out is ``ShiftAverage(max_shift)`` instead of ``Flatten()``.
     """
     _check_max_depth(depth, max_depth, "cnngp_architecture")
     top = depth if max_depth is None else max_depth
@@ -129,7 +146,8 @@ def cnngp_architecture(depth=7, kernel_size=7, weight_var=2.79, bias_var=7.86, m
         [A.Conv(kernel_size, weight_var=weight_var * k2, bias_var=bias_var), A.ReLU()]
         for _ in range(top)
     ]
-    readout = [A.Flatten(), A.Dense(weight_var=weight_var, bias_var=bias_var)]
+    readout = [_spatial_readout(False, max_shift, "cnngp_architecture"),
+               A.Dense(weight_var=weight_var, bias_var=bias_var)]
     layers, out = _with_taps(blocks, readout, depth, max_depth, 1)
     return A.Sequential(*layers), out
 
@@ -486,6 +504,7 @@ class _ClassifierBase(ClassifierMixin, _ConvKernelRidge):
 
 _DEPTH = [Interval(Integral, 1, None, closed="left")]
 _MAX_DEPTH = [Interval(Integral, 1, None, closed="left"), None]
+_MAX_SHIFT = [Interval(Integral, 0, None, closed="left"), None]
 
 _SHARED_DOC = """
     architecture : Layer, default=None
@@ -530,19 +549,21 @@ class _CNTKMixin:
         "gap": ["boolean"],
         "fix": ["boolean"],
         "max_depth": _MAX_DEPTH,
+        "max_shift": _MAX_SHIFT,
     }
 
-    def __init__(self, depth=3, *, gap=True, fix=False, max_depth=None, architecture=None,
-                 alpha=1e-3, image_shape=None, dtype="float64", n_jobs=None, cache="auto",
-                 verbose=0):
+    def __init__(self, depth=3, *, gap=True, fix=False, max_depth=None, max_shift=None,
+                 architecture=None, alpha=1e-3, image_shape=None, dtype="float64", n_jobs=None,
+                 cache="auto", verbose=0):
         self.depth = depth
         self.gap = gap
         self.fix = fix
         self.max_depth = max_depth
+        self.max_shift = max_shift
         self._set_common_params(architecture, alpha, image_shape, dtype, n_jobs, cache, verbose)
 
     def _family_architecture(self):
-        return cntk_architecture(self.depth, self.gap, self.fix, self.max_depth)
+        return cntk_architecture(self.depth, self.gap, self.fix, self.max_depth, self.max_shift)
 
 
 _CNTK_DOC = """Convolutional neural tangent kernel {what} (Arora et al., 2019).
@@ -564,6 +585,11 @@ _CNTK_DOC = """Convolutional neural tangent kernel {what} (Arora et al., 2019).
     max_depth : int, default=None
         Build the network to ``max_depth`` with a read-out at every depth, so
         that a search over ``depth`` costs one pass (with the shared cache).
+    max_shift : int, default=None
+        With ``gap=False``: Li et al.'s local average pooling, the flatten
+        read-out averaged over shifts of both images by up to ``max_shift``
+        pixels (:class:`~sklearn_convkernel.arch.ShiftAverage`); costs about
+        ``(4 max_shift + 1)**2`` flatten kernels.
     {shared}
     {fitted}
     See Also
@@ -602,21 +628,23 @@ class _CNNGPMixin:
         "weight_var": [Interval(Real, 0, None, closed="left")],
         "bias_var": [Interval(Real, 0, None, closed="left")],
         "max_depth": _MAX_DEPTH,
+        "max_shift": _MAX_SHIFT,
     }
 
     def __init__(self, depth=7, *, kernel_size=7, weight_var=2.79, bias_var=7.86,
-                 max_depth=None, architecture=None, alpha=1e-3, image_shape=None,
-                 dtype="float64", n_jobs=None, cache="auto", verbose=0):
+                 max_depth=None, max_shift=None, architecture=None, alpha=1e-3,
+                 image_shape=None, dtype="float64", n_jobs=None, cache="auto", verbose=0):
         self.depth = depth
         self.kernel_size = kernel_size
         self.weight_var = weight_var
         self.bias_var = bias_var
         self.max_depth = max_depth
+        self.max_shift = max_shift
         self._set_common_params(architecture, alpha, image_shape, dtype, n_jobs, cache, verbose)
 
     def _family_architecture(self):
         return cnngp_architecture(self.depth, self.kernel_size, self.weight_var, self.bias_var,
-                                  self.max_depth)
+                                  self.max_depth, self.max_shift)
 
 
 _CNNGP_DOC = """Convolutional Gaussian-process {what} (Garriga-Alonso et al., 2019).
@@ -637,6 +665,11 @@ _CNNGP_DOC = """Convolutional Gaussian-process {what} (Garriga-Alonso et al., 20
     max_depth : int, default=None
         Build the network to ``max_depth`` with a read-out at every depth
         (one pass serves a search over ``depth``).
+    max_shift : int, default=None
+        Replace the flatten read-out by Li et al.'s local average pooling
+        (:class:`~sklearn_convkernel.arch.ShiftAverage`): the kernel averaged
+        over shifts of both images by up to ``max_shift`` pixels; costs about
+        ``(4 max_shift + 1)**2`` flatten kernels.
     {shared}
     {fitted}
     See Also
