@@ -55,13 +55,13 @@ _POINTWISE = {
 _STRUCTURAL = {P.OP_INPUT, P.OP_TODIAG, P.OP_PUSH, P.OP_SWAP, P.OP_ADD, P.OP_POP, P.OP_OUTPUT}
 
 
-def check_augment(augment, owner="augment"):
+def check_augment(augment):
     """Validate the ``augment`` parameter (None or "hflip")."""
     if augment is None or (isinstance(augment, str) and augment in AUGMENTS):
         return augment
     raise ValueError(
-        f"{owner}: augment must be None (no augmentation) or 'hflip' (average the kernel "
-        f"over a left-right flip of one image), got {augment!r}."
+        f"augment must be None (no augmentation) or 'hflip' (average the kernel over a "
+        f"left-right flip of one image), got {augment!r}."
     )
 
 
@@ -157,10 +157,11 @@ def _pool_problem(plan, row):
     def span(cols):
         return f"{cols[0]}..{cols[-1]}" if len(cols) else "nothing"
 
+    reads = (f"its only output reads columns {span(first)}" if n_out == 1 else
+             f"the first output reads columns {span(first)}, the last reads {span(last)}")
     return (
-        f"its width pooling (width {n} -> {n_out}) is not mirror-symmetric: the first "
-        f"output reads columns {span(first)}, the last reads {span(last)} (mirrored: "
-        f"{span(n - 1 - last[::-1])}): choose the input width, window, stride or "
+        f"its width pooling (width {n} -> {n_out}) is not mirror-symmetric: {reads} "
+        f"(mirrored: {span(n - 1 - last[::-1])}): choose the input width, window, stride or "
         "subsampling so that the pooling windows sit symmetrically (e.g. an odd width "
         "for GaussianPool/StridedPool(2), a width divisible by the stride otherwise)"
     )
@@ -220,7 +221,7 @@ def check_flip_equivariant(plan, architecture=None):
         raise A.ArchitectureError(
             f"augment='hflip' needs an architecture whose kernel is unchanged when both "
             f"images are flipped left-right, for images of width {plan.input_shape[1]}; "
-            f"{_describe(plan, k, architecture)} {problem}. Or use augment=None."
+            f"{_describe(plan, k, architecture)}: {problem}. Or use augment=None."
         )
 
 

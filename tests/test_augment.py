@@ -215,6 +215,8 @@ def test_non_equivariant_architectures_raise_naming_the_layer(arch, width, match
         conv_kernel(X, architecture=arch, augment="hflip")
     with pytest.raises(ArchitectureError, match=match):
         ConvKernel(arch, augment="hflip").fit(X)
+    with pytest.raises(ArchitectureError, match=match):
+        CNNGPRegressor(architecture=arch, augment="hflip").fit(X, [0.0, 1.0])
     if width is not None:  # the same layers on an odd width are fine
         conv_kernel(_images(2, 8, (4, width - 1, 1)), architecture=arch, augment="hflip")
 
