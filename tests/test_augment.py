@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sklearn_convkernel import (
     CNNGPRegressor,
@@ -324,3 +325,10 @@ def test_grid_search_over_augment_shares_entries():
         est = CNTKClassifier(architecture=arch, cache=None, **params)
         scores = [est.fit(X[tr], y[tr]).score(X[te], y[te]) for tr, te in cv.split(X)]
         assert score == pytest.approx(np.mean(scores))
+
+
+@parametrize_with_checks(
+    [CNTKClassifier(depth=2, augment="hflip", image_shape=(1, -1), cache=None),
+     ConvKernel(kind="ntk", augment="hflip", image_shape=(1, -1), cache=None)])
+def test_sklearn_compatible_with_augment(estimator, check):
+    check(estimator)
