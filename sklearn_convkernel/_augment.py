@@ -39,8 +39,11 @@ AUGMENTS = ("hflip",)
 # NONLIN: 9 tape offset
 _IN_H, _IN_W, _OUT_W, _MODE_IN = 1, 2, 4, 5
 
-# op codes acting on each position separately (or not on positions): always equivariant
-_POINTWISE = {
+# op codes that commute with the width reversal by construction: they act on each
+# position separately, sum over all positions, or only move states on the stack.
+# A new op code goes here (a read-out whose weights are mirror-symmetric along the
+# width, e.g.) or gets a check below; unknown codes raise.
+_ALWAYS_EQUIVARIANT = {
     P.OP_INPUT: "the input layer",
     P.OP_NONLIN: "a nonlinearity",
     P.OP_DIAGSUM: "a diagonal read-out (Flatten/Trace)",
@@ -207,7 +210,7 @@ def check_flip_equivariant(plan, architecture=None):
     """
     for k, row in enumerate(plan.ops):
         code = int(row[0])
-        if code in _POINTWISE:
+        if code in _ALWAYS_EQUIVARIANT:
             continue
         if code == P.OP_CONV:
             problem = _conv_problem(row)

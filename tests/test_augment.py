@@ -129,6 +129,15 @@ def test_flipped_tapes_equal_recomputed_self_passes(name, kind, spatial):
         assert not np.allclose(tx, tf, rtol=1e-3)  # the reversal matters
 
 
+def test_augmented_gram_into_a_memory_map(tmp_path):
+    arch = EQUIVARIANT["taps"]
+    X = _images(6, 14)
+    K = conv_kernel(X, architecture=arch, augment="hflip")
+    M = conv_kernel(X, architecture=arch, augment="hflip", out=tmp_path / "k.npy", tile_size=2)
+    np.testing.assert_array_equal(np.load(tmp_path / "k.npy"), K)
+    assert isinstance(M, np.memmap)
+
+
 def test_flip_images_reverses_the_width_axis():
     X = _images(2, 5, shape=(3, 4, 2))
     prog, plan = compile_architecture(EQUIVARIANT["flatten"], X.shape[1:])
