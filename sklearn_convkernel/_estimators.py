@@ -311,8 +311,8 @@ class _ConvKernelRidge(ImageInputMixin, BaseEstimator):
     }
     _kind = "nngp"
 
-    def _set_common_params(self, architecture, augment, alpha, image_shape, dtype, n_jobs,
-                           cache, verbose):
+    def _set_common_params(self, architecture, alpha, image_shape, dtype, n_jobs, cache,
+                           verbose, augment=None):
         # the parameters every family shares (scikit-learn's __init__ contract:
         # store them unchanged, validate in fit)
         self.architecture = architecture
@@ -546,8 +546,8 @@ class _CNTKMixin:
         self.gap = gap
         self.fix = fix
         self.max_depth = max_depth
-        self._set_common_params(architecture, augment, alpha, image_shape, dtype, n_jobs, cache,
-                                verbose)
+        self._set_common_params(architecture, alpha, image_shape, dtype, n_jobs, cache, verbose,
+                                augment=augment)
 
     def _family_architecture(self):
         return cntk_architecture(self.depth, self.gap, self.fix, self.max_depth)
@@ -620,8 +620,8 @@ class _CNNGPMixin:
         self.weight_var = weight_var
         self.bias_var = bias_var
         self.max_depth = max_depth
-        self._set_common_params(architecture, augment, alpha, image_shape, dtype, n_jobs, cache,
-                                verbose)
+        self._set_common_params(architecture, alpha, image_shape, dtype, n_jobs, cache, verbose,
+                                augment=augment)
 
     def _family_architecture(self):
         return cnngp_architecture(self.depth, self.kernel_size, self.weight_var, self.bias_var,
@@ -725,8 +725,8 @@ class _CKNMixin:
         self.subsampling = subsampling
         self.kind = kind
         self.max_depth = max_depth
-        self._set_common_params(architecture, augment, alpha, image_shape, dtype, n_jobs, cache,
-                                verbose)
+        self._set_common_params(architecture, alpha, image_shape, dtype, n_jobs, cache, verbose,
+                                augment=augment)
 
     def _family_architecture(self):
         return ckn_architecture(self.depth, self.patch_size, self.kernel, self.sigma,
