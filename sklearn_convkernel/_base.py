@@ -15,8 +15,15 @@ import numpy as np
 from sklearn.utils.validation import validate_data
 
 from sklearn_convkernel import arch as A
-from sklearn_convkernel._cache import KernelCache, get_default_cache
-from sklearn_convkernel._gram import compile_architecture, gram, self_passes
+from sklearn_convkernel._augment import FlipPlan, check_augment
+from sklearn_convkernel._cache import KernelCache, _image_keys, get_default_cache
+from sklearn_convkernel._gram import (
+    compile_architecture,
+    flip_arguments,
+    gram,
+    pair_values,
+    self_passes,
+)
 
 _DTYPE_NAMES = {"float64": np.float64, "float32": np.float32}
 
@@ -78,12 +85,16 @@ class KernelComputer:
     output : int
         Which read-out of a multi-output (tapped) architecture to return.
     cache : KernelCache or None
-    n_jobs, verbose : see :func:`~sklearn_convkernel.conv_kernel`
+    n_jobs, verbose, augment : see :func:`~sklearn_convkernel.conv_kernel`
+        With ``augment``, the cache holds the flipped images as ordinary
+        images: the plain entries ``K(x, y)`` are shared with
+        ``augment=None``, and ``K(x, flip y)`` are ordinary entries too.
     """
 
     def __init__(self, architecture, image_shape, kind, dtype, output=-1, cache=None,
-                 n_jobs=None, verbose=0):
+                 n_jobs=None, verbose=0, augment=None):
         self.prog, self.plan, self.key = compiled(architecture, image_shape, kind, dtype)
+        self.flip = FlipPlan(self.plan, architecture) if check_augment(augment) else None
         n_out = self.plan.n_outputs
         if not -n_out <= output < n_out:
             raise ValueError(
@@ -103,16 +114,72 @@ class KernelComputer:
         """Every read-out of K(X, Y): array (n_outputs, n_X, n_Y)."""
         if self.cache is not None:
             K = self.cache.kernel(self.key, self.prog, Xf, Yf, n_jobs=self.n_jobs)
+            if K is not None and self.flip is not None:
+                F = self._cached_flip_block(Xf, Yf)
+                K = None if F is None else (K + F) * 0.5
             if K is not None:
                 return K
         tx, sx = self_passes(self.prog, Xf, self.n_jobs)
-        if Yf is None:
-            return gram(self.prog, Xf, tx, sx, n_jobs=self.n_jobs, verbose=self.verbose)
-        ty, _ = self_passes(self.prog, Yf, self.n_jobs)
-        return gram(self.prog, Xf, tx, None, Yf, ty, n_jobs=self.n_jobs, verbose=self.verbose)
+        ty = None if Yf is None else self_passes(self.prog, Yf, self.n_jobs)[0]
+        flipped = None
+        if self.flip is not None:
+            flipped, sx = flip_arguments(self.prog, self.flip, Xf, tx, sx, Yf, ty, self.n_jobs)
+        return gram(self.prog, Xf, tx, sx, Yf, ty, n_jobs=self.n_jobs, verbose=self.verbose,
+                    flipped=flipped)
+
+    def _cached_flip_block(self, Xf, Yf=None):
+        """K(X, flip Y) (Y = X when None) through the cache, or None if it does not fit.
+
+        For a flip-equivariant program ``K(x, flip y) = K(flip x, y)``: the
+        value of each pair is the cache entry ``(x, flip y)`` when ``x`` has
+        the smaller content hash and ``(flip x, y)`` otherwise, so that
+        overlapping requests (folds, a search over ``augment``) share entries
+        and ``K(X, flip X)`` costs about half a block.  Rows go in groups of
+        consecutive hashes whose range holds few columns; the pairs within a
+        group's hash range are requested as ``(x, flip y)`` whatever the
+        order (at most ``group`` extra entries per row).
+        """
+        symmetric = Yf is None
+        Yf = Xf if symmetric else Yf
+        kx = np.array(_image_keys(Xf))
+        ky = kx if symmetric else np.array(_image_keys(Yf))
+        Fx, Fy = self.flip.images(Xf), self.flip.images(Yf)
+        rows, cols = np.argsort(kx, kind="stable"), np.argsort(ky, kind="stable")
+        sorted_ky = ky[cols]
+        out = np.empty((self.plan.n_outputs, Xf.shape[0], Yf.shape[0]), dtype=Xf.dtype)
+        group = max(16, -(-len(rows) // 64))
+        first = np.searchsorted(sorted_ky, kx[rows], side="left")  # columns hashing below
+        last = np.searchsorted(sorted_ky, kx[rows], side="right")
+        a = 0
+        while a < len(rows):
+            # a group: consecutive rows whose hash range holds at most `group` columns
+            b = a + 1
+            while b < len(rows) and b - a < group and last[b] - first[a] <= group:
+                b += 1
+            G, start = rows[a:b], first[a]
+            a = b
+            requests = [(Xf[G], Fy, cols[start:])]  # columns hashing from the group on
+            if not symmetric:  # columns hashing below the group (mirrored when symmetric)
+                requests.append((Fx[G], Yf, cols[:start]))
+            for A, B, C in requests:
+                if len(C):
+                    K = self.cache.kernel(self.key, self.prog, A, B[C], n_jobs=self.n_jobs)
+                    if K is None:
+                        return None
+                    out[:, G[:, None], C[None, :]] = K
+        if symmetric:  # the lower triangle (in hash order) from the upper one
+            rank = np.empty(len(rows), dtype=np.int64)
+            rank[rows] = np.arange(len(rows))
+            lower = rank[:, None] > rank[None, :]
+            out[:, lower] = out.transpose(0, 2, 1)[:, lower]
+        return out
 
     def self_kernel(self, Xf):
-        """k(x, x) for each image: array (n_X,)."""
+        """k(x, x) for each image: array (n_X,) (flip-averaged with ``augment``)."""
+        if self.flip is not None:
+            tx, sx = self_passes(self.prog, Xf, self.n_jobs)
+            _, sx = flip_arguments(self.prog, self.flip, Xf, tx, sx, n_jobs=self.n_jobs)
+            return np.array(sx[:, self.output])
         if self.cache is not None:
             d = self.cache.self_kernel(self.key, self.prog, Xf, n_jobs=self.n_jobs)
             if d is not None:

@@ -330,10 +330,11 @@ class _ConvKernelRidge(ImageInputMixin, BaseEstimator):
     _kind = "nngp"
 
     def _set_common_params(self, architecture, alpha, image_shape, dtype, n_jobs, cache,
-                           verbose):
+                           verbose, augment=None):
         # the parameters every family shares (scikit-learn's __init__ contract:
         # store them unchanged, validate in fit)
         self.architecture = architecture
+        self.augment = augment
         self.alpha = alpha
         self.image_shape = image_shape
         self.dtype = dtype
@@ -357,7 +358,7 @@ class _ConvKernelRidge(ImageInputMixin, BaseEstimator):
         return KernelComputer(
             self.architecture_, self.image_shape_, self._get_kind(), resolve_dtype(self.dtype),
             output=self.output_index_, cache=resolve_cache(self.cache), n_jobs=self.n_jobs,
-            verbose=self.verbose,
+            verbose=self.verbose, augment=self.augment,
         )
 
     @staticmethod
@@ -510,6 +511,12 @@ _SHARED_DOC = """
     architecture : Layer, default=None
         An explicit architecture (see :mod:`sklearn_convkernel.arch`) that
         overrides the shorthand parameters above.
+    augment : {None, "hflip"}, default=None
+        "hflip" averages the kernel over a left-right flip of one image,
+        ``(K(x, y) + K(x, flip y)) / 2`` (see
+        :func:`~sklearn_convkernel.conv_kernel`; the architecture must be
+        flip-equivariant, else fit raises).  About twice the kernel cost; a
+        search over ``augment`` reuses the plain entries through the cache.
     alpha : float, default=1e-3
         Ridge regulariser relative to the mean of the training Gram's
         diagonal (0 interpolates, as Arora et al.; a numerically singular
@@ -553,14 +560,16 @@ class _CNTKMixin:
     }
 
     def __init__(self, depth=3, *, gap=True, fix=False, max_depth=None, max_shift=None,
-                 architecture=None, alpha=1e-3, image_shape=None, dtype="float64", n_jobs=None,
+                 architecture=None, augment=None, alpha=1e-3, image_shape=None, dtype="float64",
+                 n_jobs=None,
                  cache="auto", verbose=0):
         self.depth = depth
         self.gap = gap
         self.fix = fix
         self.max_depth = max_depth
         self.max_shift = max_shift
-        self._set_common_params(architecture, alpha, image_shape, dtype, n_jobs, cache, verbose)
+        self._set_common_params(architecture, alpha, image_shape, dtype, n_jobs, cache, verbose,
+                                augment=augment)
 
     def _family_architecture(self):
         return cntk_architecture(self.depth, self.gap, self.fix, self.max_depth, self.max_shift)
@@ -632,7 +641,7 @@ class _CNNGPMixin:
     }
 
     def __init__(self, depth=7, *, kernel_size=7, weight_var=2.79, bias_var=7.86,
-                 max_depth=None, max_shift=None, architecture=None, alpha=1e-3,
+                 max_depth=None, max_shift=None, architecture=None, augment=None, alpha=1e-3,
                  image_shape=None, dtype="float64", n_jobs=None, cache="auto", verbose=0):
         self.depth = depth
         self.kernel_size = kernel_size
@@ -640,7 +649,8 @@ class _CNNGPMixin:
         self.bias_var = bias_var
         self.max_depth = max_depth
         self.max_shift = max_shift
-        self._set_common_params(architecture, alpha, image_shape, dtype, n_jobs, cache, verbose)
+        self._set_common_params(architecture, alpha, image_shape, dtype, n_jobs, cache, verbose,
+                                augment=augment)
 
     def _family_architecture(self):
         return cnngp_architecture(self.depth, self.kernel_size, self.weight_var, self.bias_var,
@@ -739,8 +749,8 @@ class _CKNMixin:
 
     def __init__(self, depth=2, *, patch_size=3, kernel="exp", sigma=0.65, pooling="gaussian",
                  subsampling=(2, 5), kind="nngp", max_depth=None, architecture=None,
-                 alpha=1e-3, image_shape=None, dtype="float64", n_jobs=None, cache="auto",
-                 verbose=0):
+                 augment=None, alpha=1e-3, image_shape=None, dtype="float64", n_jobs=None,
+                 cache="auto", verbose=0):
         self.depth = depth
         self.patch_size = patch_size
         self.kernel = kernel
@@ -749,7 +759,8 @@ class _CKNMixin:
         self.subsampling = subsampling
         self.kind = kind
         self.max_depth = max_depth
-        self._set_common_params(architecture, alpha, image_shape, dtype, n_jobs, cache, verbose)
+        self._set_common_params(architecture, alpha, image_shape, dtype, n_jobs, cache, verbose,
+                                augment=augment)
 
     def _family_architecture(self):
         return ckn_architecture(self.depth, self.patch_size, self.kernel, self.sigma,

@@ -17,9 +17,11 @@ import numpy as np
 from joblib import Parallel, delayed, effective_n_jobs
 
 from sklearn_convkernel import arch as A
+from sklearn_convkernel._augment import FlipPlan, check_augment
 from sklearn_convkernel._plan import KINDS, SPATIAL_MODES, make_plan
 
-__all__ = ["conv_kernel", "check_images", "compile_architecture", "self_passes", "pair_values", "gram"]
+__all__ = ["conv_kernel", "check_images", "compile_architecture", "self_passes", "pair_values",
+           "gram", "flip_arguments"]
 
 _DTYPES = {np.dtype(np.float64): np.float64, np.dtype(np.float32): np.float32}
 
@@ -148,9 +150,14 @@ def self_passes(prog, Xf, n_jobs=None, chunk=None):
     return tapes, self_out
 
 
-def _tile_task(prog, Xr, tr, r0, Yc, tc, c0, upper_only):
+def _tile_task(prog, Xr, tr, r0, Yc, tc, c0, upper_only, Fc=None, tfc=None):
     block = np.zeros((prog.n_outputs, Xr.shape[0], Yc.shape[0]), dtype=Xr.dtype)
     prog.pair_tile(Xr, tr, r0, Yc, tc, c0, block, upper_only)
+    if Fc is not None:  # flip averaging: (K(x, y) + K(x, flip y)) / 2
+        flip = np.zeros_like(block)
+        prog.pair_tile(Xr, tr, r0, Fc, tfc, c0, flip, upper_only)
+        block += flip
+        block *= 0.5
     return r0, c0, block
 
 
@@ -195,7 +202,7 @@ def default_tile_size(nx, ny, symmetric, n_jobs, max_tile=32):
 
 
 def gram(prog, Xf, tx, sx=None, Yf=None, ty=None, *, n_jobs=None, tile_size=None,
-         verbose=0, out=None):
+         verbose=0, out=None, flipped=None):
     """Assemble K(X, Y) (or the symmetric K(X, X) when Yf is None) tile by tile.
 
     Parameters
@@ -209,6 +216,10 @@ def gram(prog, Xf, tx, sx=None, Yf=None, ty=None, *, n_jobs=None, tile_size=None
         Self kernels of X (the Gram diagonal); required when Yf is None.
     out : ndarray (n_outputs, n_X, n_Y), optional
         Preallocated output (e.g. a numpy.memmap); allocated when None.
+    flipped : (Ff, tf), optional
+        The column images flipped left-right and their tapes: every entry is
+        then ``(K(x, y) + K(x, flip y)) / 2`` (``sx`` must hold that average
+        for the symmetric case; see :mod:`~sklearn_convkernel._augment`).
 
     Returns
     -------
@@ -232,8 +243,10 @@ def gram(prog, Xf, tx, sx=None, Yf=None, ty=None, *, n_jobs=None, tile_size=None
         for c in _chunks(ny, tile)
         if not symmetric or c[1] - 1 > r[0]
     ]
+    Ff, tf = flipped if flipped is not None else (None, None)
     tasks = (
-        delayed(_tile_task)(prog, Xf[r0:r1], tx[r0:r1], r0, Yf[c0:c1], ty[c0:c1], c0, symmetric)
+        delayed(_tile_task)(prog, Xf[r0:r1], tx[r0:r1], r0, Yf[c0:c1], ty[c0:c1], c0, symmetric,
+                            *((Ff[c0:c1], tf[c0:c1]) if Ff is not None else ()))
         for (r0, r1), (c0, c1) in tiles
     )
     t0 = time.perf_counter()
@@ -260,6 +273,27 @@ def gram(prog, Xf, tx, sx=None, Yf=None, ty=None, *, n_jobs=None, tile_size=None
     return out
 
 
+def flip_arguments(prog, flip, Xf, tx, sx=None, Yf=None, ty=None, n_jobs=None):
+    """The ``flipped`` argument of :func:`gram` for flip averaging, and the Gram diagonal.
+
+    The flipped column images (Y's, or X's when Yf is None) get their tapes by
+    reversal of the unflipped ones (no self pass, see :class:`~._augment.FlipPlan`).
+    For ``K(X, X)`` the diagonal becomes ``(k(x, x) + K(x, flip x)) / 2``
+    (one pair pass per image); otherwise ``sx`` is returned unchanged.
+
+    Returns
+    -------
+    flipped : (Ff, tf)
+    sx : ndarray (n_X, n_outputs) or None
+    """
+    if Yf is None:
+        Ff, tf = flip.images(Xf), flip.tapes(tx)
+        idx = np.arange(Xf.shape[0])
+        diag = pair_values(prog, Xf, tx, Ff, tf, idx, idx, n_jobs)
+        return (Ff, tf), (sx + diag) * 0.5
+    return (flip.images(Yf), flip.tapes(ty)), sx
+
+
 def conv_kernel(
     X,
     Y=None,
@@ -272,6 +306,7 @@ def conv_kernel(
     tile_size=None,
     verbose=0,
     out=None,
+    augment=None,
 ):
     """Exact convolutional kernel matrix between two sets of images.
 
@@ -308,6 +343,16 @@ def conv_kernel(
         and dtype (e.g. a ``numpy.memmap``), or the path of a ``.npy`` file
         created as a memory map (for Gram matrices larger than memory).
         Tiles are written as they finish.
+    augment : {None, "hflip"}, default=None
+        "hflip" averages over a left-right flip of the second argument:
+        ``K(x, y) <- (K(x, y) + K(x, flip y)) / 2`` (flip = reversal of the
+        width axis), for every read-out.  This is a symmetric positive
+        semi-definite kernel, invariant to flipping either image, when the
+        architecture is flip-equivariant (symmetric padding and pooling
+        along the width); other architectures raise an
+        :class:`~.arch.ArchitectureError` that names the offending layer.
+        Costs about twice the plain kernel (flipped images need no self
+        pass).
 
     Returns
     -------
@@ -341,6 +386,7 @@ def conv_kernel(
         or tile_size < 1
     ):
         raise ValueError(f"tile_size must be a positive int or None, got {tile_size!r}.")
+    augment = check_augment(augment)
     dt = _check_dtype(dtype)
     X = check_images(X, "X", dt)
     symmetric = Y is None
@@ -352,6 +398,7 @@ def conv_kernel(
                 f"and {Y.shape[1:]}."
             )
     prog, plan = compile_architecture(architecture, X.shape[1:], kind, spatial)
+    flip = FlipPlan(plan, architecture) if augment else None
     t0 = time.perf_counter()
     Xf = X.reshape(X.shape[0], -1)
     tx, sx = self_passes(prog, Xf, n_jobs)
@@ -367,8 +414,11 @@ def conv_kernel(
         shape = (plan.n_outputs,) + shape
     result = _output_array(out, shape, dt)
     target = result if plan.n_outputs > 1 else result[np.newaxis]
+    flipped = None
+    if flip is not None:
+        flipped, sx = flip_arguments(prog, flip, Xf, tx, sx, Yf, ty, n_jobs)
     gram(prog, Xf, tx, sx, Yf, ty, n_jobs=n_jobs, tile_size=tile_size, verbose=verbose,
-         out=target)
+         out=target, flipped=flipped)
     if isinstance(result, np.memmap):
         result.flush()
     return result

@@ -16,6 +16,7 @@ from sklearn_convkernel._base import (
     resolve_cache,
     resolve_dtype,
 )
+from sklearn_convkernel._augment import AUGMENTS
 from sklearn_convkernel._cache import KernelCache
 
 __all__ = ["ConvKernel", "default_architecture"]
@@ -41,6 +42,7 @@ COMMON_CONSTRAINTS = {
     "n_jobs": [Integral, None],
     "cache": [StrOptions({"auto"}), KernelCache, None],
     "verbose": ["verbose"],
+    "augment": [StrOptions(set(AUGMENTS)), None],
 }
 
 
@@ -63,6 +65,11 @@ class ConvKernel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ImageInputMi
     output : int, default=-1
         Which read-out of an architecture with :class:`~.arch.Tap` s to
         return (taps first, the final output last).
+    augment : {None, "hflip"}, default=None
+        "hflip" averages the kernel over a left-right flip of the training
+        images, ``(K(x, y) + K(x, flip y)) / 2`` (see :func:`conv_kernel`;
+        the architecture must be flip-equivariant).  Entries of the plain
+        kernel are shared with ``augment=None`` through the cache.
     image_shape : tuple (H, W) or (H, W, C), default=None
         Shape of one image when X is given as flat rows (one entry may be -1).
         None: X must be an (n, H, W, C) or (n, H, W) array, or flat rows of a
@@ -111,11 +118,12 @@ class ConvKernel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ImageInputMi
         **COMMON_CONSTRAINTS,
     }
 
-    def __init__(self, architecture=None, *, kind="nngp", output=-1, image_shape=None,
-                 dtype="float64", n_jobs=None, cache="auto", verbose=0):
+    def __init__(self, architecture=None, *, kind="nngp", output=-1, augment=None,
+                 image_shape=None, dtype="float64", n_jobs=None, cache="auto", verbose=0):
         self.architecture = architecture
         self.kind = kind
         self.output = output
+        self.augment = augment
         self.image_shape = image_shape
         self.dtype = dtype
         self.n_jobs = n_jobs
@@ -126,7 +134,7 @@ class ConvKernel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ImageInputMi
         return KernelComputer(
             self.architecture_, self.image_shape_, self.kind, resolve_dtype(self.dtype),
             output=self.output, cache=resolve_cache(self.cache), n_jobs=self.n_jobs,
-            verbose=self.verbose,
+            verbose=self.verbose, augment=self.augment,
         )
 
     def _fit(self, X):

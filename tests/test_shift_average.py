@@ -167,3 +167,14 @@ def test_parameter_errors():
     with pytest.raises(TypeError, match="one-sided"):
         empirical_kernel(_images(9, 2, 4, 4, 1), architecture=Sequential(
             Conv(3), ReLU(), ShiftAverage(1, one_sided=True), Dense()), width=4, n_networks=2)
+
+
+@pytest.mark.parametrize("kind", ["nngp", "ntk"])
+def test_flip_averaging_accepts_shift_average(kind):
+    # the read-out weighs width displacements symmetrically: flip-equivariant
+    arch = Sequential(*_body("same"), ShiftAverage((1, 2)), Dense())
+    X, Y = _images(10, 3, 6, 7, 1), _images(11, 2, 6, 7, 1)
+    K = conv_kernel(X, Y, architecture=arch, kind=kind, augment="hflip")
+    R = 0.5 * (reference_gram(X, Y, architecture=arch, kind=kind)
+               + reference_gram(X, Y[:, :, ::-1], architecture=arch, kind=kind))
+    assert np.abs(K - R).max() <= 1e-13 * np.abs(R).max()

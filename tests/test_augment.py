@@ -1,0 +1,343 @@
+"""Flip averaging (augment="hflip"): oracle, symmetry/PSD, the equivariance check, reuse."""
+
+import numpy as np
+import pytest
+from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from sklearn_convkernel import (
+    CNNGPRegressor,
+    CNTKClassifier,
+    ConvKernel,
+    KernelCache,
+    conv_kernel,
+)
+from sklearn_convkernel import _plan
+from sklearn_convkernel._augment import FlipPlan, check_flip_equivariant
+from sklearn_convkernel._gram import compile_architecture, self_passes
+from sklearn_convkernel._reference import reference_gram
+from sklearn_convkernel.arch import (
+    ArchitectureError,
+    AvgPool,
+    BoxPool,
+    Conv,
+    Dense,
+    Erf,
+    ExpKernel,
+    Flatten,
+    GaussianPool,
+    GlobalAvgPool,
+    ReLU,
+    Sequential,
+    StridedPool,
+    Sum,
+    Tap,
+    Trace,
+)
+
+# flip-equivariant architectures on width 7 (diagonal path, pooled full path,
+# slab path with GAP, taps + residual branch + circular padding + erf)
+EQUIVARIANT = {
+    "flatten": Sequential(Conv(3, weight_var=2.0), ReLU(), Conv(3, weight_var=2.0, bias_var=0.1),
+                          ReLU(), Flatten(), Dense()),
+    "avgpool": Sequential(Conv(3, weight_var=2.0), ReLU(), AvgPool(2), Conv((2, 3)), ReLU(),
+                          Flatten(), Dense()),
+    "gap": Sequential(Conv(3, weight_var=2.0), ReLU(), Conv(3, weight_var=2.0), ReLU(),
+                      GlobalAvgPool(), Dense()),
+    "taps": Sequential(Conv(3, weight_var=2.0), ReLU(), Tap(GlobalAvgPool(), Dense()),
+                       Sum(Sequential(), Sequential(Conv(3, padding="circular"), Erf())),
+                       Conv(3, stride=2), ReLU(), Tap(Flatten()), Flatten(), Dense()),
+}
+
+
+def _images(n, seed, shape=(5, 7, 2)):
+    return np.random.default_rng(seed).normal(size=(n,) + shape)
+
+
+def _flip(X):
+    return X[:, :, ::-1]
+
+
+def _oracle(X, Y, arch, kind):
+    """(ref(X, Y) + ref(X, flip Y)) / 2 on explicitly flipped images."""
+    if Y is None:
+        return 0.5 * (reference_gram(X, architecture=arch, kind=kind)
+                      + reference_gram(X, _flip(X), architecture=arch, kind=kind))
+    return 0.5 * (reference_gram(X, Y, architecture=arch, kind=kind)
+                  + reference_gram(X, _flip(Y), architecture=arch, kind=kind))
+
+
+@pytest.mark.parametrize("name", sorted(EQUIVARIANT))
+@pytest.mark.parametrize("kind", ["nngp", "ntk"])
+def test_augmented_kernel_matches_oracle_on_flipped_images(name, kind):
+    arch = EQUIVARIANT[name]
+    X, Y = _images(4, 0), _images(3, 1)
+    for dtype, rtol in ((np.float64, 1e-10), (np.float32, 2e-4)):
+        K = conv_kernel(X, architecture=arch, kind=kind, dtype=dtype, augment="hflip",
+                        n_jobs=2)
+        np.testing.assert_allclose(K, _oracle(X, None, arch, kind), rtol=rtol,
+                                   atol=rtol * np.abs(K).max())
+        Kxy = conv_kernel(X, Y, architecture=arch, kind=kind, dtype=dtype, augment="hflip")
+        np.testing.assert_allclose(Kxy, _oracle(X, Y, arch, kind), rtol=rtol,
+                                   atol=rtol * np.abs(Kxy).max())
+
+
+@pytest.mark.parametrize("name", sorted(EQUIVARIANT))
+@pytest.mark.parametrize("kind", ["nngp", "ntk"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_augmented_gram_is_symmetric_psd_and_flip_invariant(name, kind, dtype):
+    arch = EQUIVARIANT[name]
+    X = _images(9, 2)
+    K = conv_kernel(X, architecture=arch, kind=kind, dtype=dtype, augment="hflip",
+                    tile_size=2, n_jobs=2)
+    K = K if K.ndim == 3 else K[None]
+    tol = 1e-10 if dtype == np.float64 else 1e-4
+    for G in K:
+        np.testing.assert_array_equal(G, G.T)  # upper tiles mirrored
+        w = np.linalg.eigvalsh(G.astype(np.float64))
+        assert w.min() > -tol * w.max()
+    # invariance: flipping either argument leaves the averaged kernel unchanged
+    Y = _images(3, 3)
+    base = conv_kernel(X, Y, architecture=arch, kind=kind, dtype=dtype, augment="hflip")
+    for A, B in ((X, _flip(Y)), (_flip(X), Y), (_flip(X), _flip(Y))):
+        np.testing.assert_allclose(
+            conv_kernel(A, B, architecture=arch, kind=kind, dtype=dtype, augment="hflip"),
+            base, rtol=tol, atol=tol * np.abs(base).max())
+    # the plain kernel is not flip invariant (else this test would prove nothing)
+    plain = conv_kernel(X, Y, architecture=arch, kind=kind, dtype=dtype)
+    assert not np.allclose(plain, conv_kernel(X, _flip(Y), architecture=arch, kind=kind,
+                                              dtype=dtype), rtol=1e-3)
+
+
+@pytest.mark.parametrize("name", sorted(EQUIVARIANT))
+@pytest.mark.parametrize("kind", ["nngp", "ntk"])
+@pytest.mark.parametrize("spatial", ["auto", "full"])
+def test_flipped_tapes_equal_recomputed_self_passes(name, kind, spatial):
+    arch = EQUIVARIANT[name]
+    X = _images(5, 4)
+    for dtype in (np.float64, np.float32):
+        Xf = np.ascontiguousarray(X.reshape(5, -1), dtype=dtype)
+        prog, plan = compile_architecture(arch, X.shape[1:], kind, spatial)
+        flip = FlipPlan(plan, arch)
+        tx, sx = self_passes(prog, Xf)
+        tf, sf = self_passes(prog, flip.images(Xf))
+        # the window sums of a flipped image run in reversed order: equal to
+        # rounding, not bitwise
+        rtol = 1e-14 if dtype == np.float64 else 1e-6
+        np.testing.assert_allclose(flip.tapes(tx), tf, rtol=rtol)
+        np.testing.assert_allclose(sx, sf, rtol=rtol)
+        assert not np.allclose(tx, tf, rtol=1e-3)  # the reversal matters
+
+
+def test_augmented_gram_into_a_memory_map(tmp_path):
+    arch = EQUIVARIANT["taps"]
+    X = _images(6, 14)
+    K = conv_kernel(X, architecture=arch, augment="hflip")
+    M = conv_kernel(X, architecture=arch, augment="hflip", out=tmp_path / "k.npy", tile_size=2)
+    np.testing.assert_array_equal(np.load(tmp_path / "k.npy"), K)
+    assert isinstance(M, np.memmap)
+
+
+def test_flip_images_reverses_the_width_axis():
+    X = _images(2, 5, shape=(3, 4, 2))
+    prog, plan = compile_architecture(EQUIVARIANT["flatten"], X.shape[1:])
+    Ff = FlipPlan(plan).images(X.reshape(2, -1))
+    np.testing.assert_array_equal(Ff.reshape(X.shape), X[:, :, ::-1, :])
+
+
+# -- the equivariance check ---------------------------------------------------
+
+def _is_flip_equivariant(arch, shape, spatial):
+    """Numerically: K(flip x, flip y) = K(x, y) and every stage's self-variances
+    (the tapes) of flip x are those of x reversed along the width."""
+    X, Y = _images(2, 6, shape), _images(2, 7, shape)
+    K = conv_kernel(X, Y, architecture=arch, spatial=spatial)
+    Kf = conv_kernel(_flip(X), _flip(Y), architecture=arch, spatial=spatial)
+    prog, plan = compile_architecture(arch, shape, "nngp", spatial)
+    Xf = X.reshape(2, -1)
+    tx, _ = self_passes(prog, Xf)
+    tf, _ = self_passes(prog, np.ascontiguousarray(_flip(X).reshape(2, -1)))
+    flip_tx = tx.copy()
+    for row in plan.ops:
+        if row[0] == _plan.OP_NONLIN:  # two H x W maps at the tape offset (core.hpp)
+            h, w, off = row[1], row[2], row[9]
+            flip_tx[:, off:off + 2 * h * w] = (
+                tx[:, off:off + 2 * h * w].reshape(2, 2, h, w)[..., ::-1].reshape(2, -1))
+    return (np.allclose(K, Kf, rtol=1e-9, atol=0)
+            and np.allclose(flip_tx, tf, rtol=1e-9, atol=1e-300))
+
+
+CANDIDATES = [
+    (Conv((1, size), stride=(1, stride), dilation=(1, dil), padding=pad), width)
+    for size in (1, 2, 3, 4)
+    for stride in (1, 2, 3)
+    for dil in (1, 2)
+    for pad in ("same", "valid", "circular", ((0, 0), (1, 0)), ((0, 0), (1, 1)))
+    for width in (6, 7)
+] + [
+    (pool, width)
+    for pool in (AvgPool(2), AvgPool(3, stride=2), AvgPool(2, stride=2), GaussianPool(2),
+                 BoxPool(2), BoxPool(3, poolfactor=3), StridedPool(2), StridedPool(3),
+                 GlobalAvgPool())
+    for width in (6, 7, 9)
+]
+
+
+@pytest.mark.parametrize("spatial", ["auto", "full"])
+def test_equivariance_check_agrees_with_the_computed_kernel(spatial):
+    """check_flip_equivariant passes exactly when every stage is equivariant numerically."""
+    seen = set()
+    for layer, width in CANDIDATES:
+        try:
+            # a nonlinearity right after the layer records its output's variances
+            arch = Sequential(Conv(1), ReLU(), layer, Conv(1, padding="valid"), ReLU(),
+                              Flatten(), Dense())
+            plan = _plan.make_plan(arch, (2, width, 1), spatial=spatial)
+        except ArchitectureError:
+            continue  # does not fit this width
+        try:
+            check_flip_equivariant(plan, arch)
+            passes = True
+        except ArchitectureError:
+            passes = False
+        assert passes == _is_flip_equivariant(arch, (2, width, 1), spatial), (layer, width)
+        seen.add(passes)
+    assert seen == {True, False}
+
+
+@pytest.mark.parametrize(
+    "arch, width, match",
+    [
+        (Sequential(Conv(2), ReLU(), Flatten()), None,
+         r"Conv\(size=\(2, 2\).*pads 0 left / 1 right.*use an odd window"),
+        (Sequential(Conv(3), ReLU(), Conv(3, stride=2), ReLU(), Flatten()), 8,
+         r"Conv\(size=\(3, 3\), stride=\(2, 2\).*pads 0 left / 1 right.*stride 2"),
+        (Sequential(Conv(3, padding="valid", stride=2), ReLU(), Flatten()), 8,
+         r"leaves the last 1 column\(s\) unused"),
+        (Sequential(Conv(3), ExpKernel(), GaussianPool(2), Trace()), 8,
+         r"GaussianPool\(subsampling=2.*not mirror-symmetric.*columns 0\.\.4, the last "
+         r"reads 4\.\.7 \(mirrored: 0\.\.3\)"),
+    ],
+)
+def test_non_equivariant_architectures_raise_naming_the_layer(arch, width, match):
+    X = _images(2, 8, (4, width or 8, 1))
+    with pytest.raises(ArchitectureError, match=match):
+        conv_kernel(X, architecture=arch, augment="hflip")
+    with pytest.raises(ArchitectureError, match=match):
+        ConvKernel(arch, augment="hflip").fit(X)
+    with pytest.raises(ArchitectureError, match=match):
+        CNNGPRegressor(architecture=arch, augment="hflip").fit(X, [0.0, 1.0])
+    if width is not None:  # the same layers on an odd width are fine
+        conv_kernel(_images(2, 8, (4, width - 1, 1)), architecture=arch, augment="hflip")
+
+
+def test_unknown_op_codes_are_not_trusted():
+    plan = _plan.make_plan(EQUIVARIANT["flatten"], (5, 7, 1))
+    plan.ops = plan.ops.copy()
+    plan.ops[2, 0] = 99
+    with pytest.raises(ArchitectureError, match="op code 99 is not checked.*_augment.py"):
+        check_flip_equivariant(plan)
+
+
+def test_bad_augment_values():
+    X = _images(2, 9)
+    with pytest.raises(ValueError, match="augment must be None .* or 'hflip'"):
+        conv_kernel(X, architecture=EQUIVARIANT["flatten"], augment="vflip")
+    with pytest.raises(ValueError, match="augment"):
+        ConvKernel(augment=True).fit(X)
+
+
+# -- estimators, cache and search -----------------------------------------------
+
+def test_transformer_and_estimators_use_the_augmented_kernel():
+    arch = EQUIVARIANT["gap"]
+    X, Y = _images(40, 10), _images(5, 11)
+    Kref = conv_kernel(X, architecture=arch, augment="hflip")
+    Kxy = conv_kernel(Y, X, architecture=arch, augment="hflip")
+    for cache in (None, KernelCache()):
+        ck = ConvKernel(arch, augment="hflip", cache=cache)
+        K = ck.fit_transform(X)
+        np.testing.assert_array_equal(K, K.T)
+        np.testing.assert_allclose(K, Kref, rtol=1e-12)
+        np.testing.assert_allclose(ck.transform(Y), Kxy, rtol=1e-12)
+        np.testing.assert_allclose(ck.self_kernel(X), np.diag(Kref), rtol=1e-12)
+    # the GP regressor's variance uses the flip-averaged prior variance too
+    y = np.sin(X.sum(axis=(1, 2, 3)))
+    gp = CNNGPRegressor(architecture=arch, augment="hflip", alpha=1e-2, cache=None).fit(X, y)
+    mean, std = gp.predict(Y, return_std=True)
+    reg = 1e-2 * np.mean(np.diag(Kref))
+    sol = np.linalg.solve(Kref + reg * np.eye(40), np.c_[y, Kxy.T])
+    np.testing.assert_allclose(mean, Kxy @ sol[:, 0], rtol=1e-8)
+    kyy = np.diag(conv_kernel(Y, architecture=arch, augment="hflip"))
+    np.testing.assert_allclose(std ** 2, kyy - np.sum(Kxy * sol[:, 1:].T, axis=1), rtol=1e-7)
+
+
+def test_cache_requests_each_flipped_pair_about_once_and_reuses_the_plain_entries():
+    arch = EQUIVARIANT["flatten"]
+    n = 40
+    X = _images(n, 12)
+    cache = KernelCache()
+    ConvKernel(arch, cache=cache).fit_transform(X)
+    plain = cache.computed_pairs_
+    assert plain == n * (n - 1) // 2
+    ConvKernel(arch, cache=cache, augment="hflip").fit_transform(X)
+    flip_pairs = cache.computed_pairs_ - plain
+    # rows in hash-ordered groups of 16: the upper triangle with the diagonal,
+    # plus the lower half of each group's own block
+    assert flip_pairs == n * (n + 1) // 2 + 2 * (16 * 15 // 2) + 8 * 7 // 2
+    # a subset (a CV fold) only needs pairs within its own groups, in the other order
+    before = cache.computed_pairs_
+    ConvKernel(arch, cache=cache, augment="hflip").fit_transform(X[5:30])
+    assert cache.computed_pairs_ - before <= 16 * 15 // 2 + 9 * 8 // 2
+    # its cross-kernel against the rest (the plain part is known): only pairs in
+    # the hash range of their row group (at most 16 per row) can be new
+    before = cache.computed_pairs_
+    ConvKernel(arch, cache=cache, augment="hflip").fit(X[5:30]).transform(X[30:])
+    assert cache.computed_pairs_ - before <= 10 * 16
+    before = cache.computed_pairs_
+    ConvKernel(arch, cache=cache, augment="hflip").fit(X[5:30]).transform(X[30:])
+    assert cache.computed_pairs_ == before
+
+
+def test_grid_search_over_augment_shares_entries():
+    arch = Sequential(Conv(3, weight_var=2.0), ReLU(), Flatten(), Dense())
+    rng = np.random.default_rng(13)
+    X = rng.normal(size=(36, 5, 7, 1))
+    y = (X[:, :, :3].sum(axis=(1, 2, 3)) > X[:, :, 4:].sum(axis=(1, 2, 3))).astype(int)
+    cv = KFold(3)
+
+    def search(cache, augment):
+        grid = {"augment": augment, "alpha": [1e-3, 1e-1]}
+        return GridSearchCV(CNTKClassifier(architecture=arch, cache=cache), grid, cv=cv).fit(X, y)
+
+    n = len(X)
+    warm = KernelCache()
+    search(warm, [None])
+    assert warm.computed_pairs_ == n * (n - 1) // 2
+    search(warm, ["hflip"])
+    flip_only = warm.computed_pairs_ - n * (n - 1) // 2
+    # the augmented search reused every plain entry: alone it computes them too
+    fresh = KernelCache()
+    search(fresh, ["hflip"])
+    assert fresh.computed_pairs_ == n * (n - 1) // 2 + flip_only
+    # each flipped pair about once (the upper triangle, at most 16 more per image)
+    assert flip_only <= n * (n + 1) // 2 + n * 16
+    cold = KernelCache()
+    both = search(cold, [None, "hflip"])
+    assert cold.computed_pairs_ <= n * (n - 1) // 2 + n * (n + 1) // 2 + n * 16
+    done = cold.computed_pairs_
+    search(cold, [None, "hflip"])
+    assert cold.computed_pairs_ == done
+    assert set(both.cv_results_["param_augment"]) == {None, "hflip"}
+    # scores equal those of uncached estimators
+    for params, score in zip(both.cv_results_["params"], both.cv_results_["mean_test_score"]):
+        est = CNTKClassifier(architecture=arch, cache=None, **params)
+        scores = [est.fit(X[tr], y[tr]).score(X[te], y[te]) for tr, te in cv.split(X)]
+        assert score == pytest.approx(np.mean(scores))
+
+
+@parametrize_with_checks(
+    [CNTKClassifier(depth=2, augment="hflip", image_shape=(1, -1), cache=None),
+     ConvKernel(kind="ntk", augment="hflip", image_shape=(1, -1), cache=None)])
+def test_sklearn_compatible_with_augment(estimator, check):
+    check(estimator)
