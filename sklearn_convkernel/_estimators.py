@@ -5,9 +5,10 @@ hyper-parameters (depth, kernel size, sigma, pooling, ...) are plain
 constructor parameters, so ``GridSearchCV`` searches them directly.  An
 explicit ``architecture=`` overrides the shorthand.
 
-Computation sharing.  Kernels go through the shared
-:class:`~sklearn_convkernel.KernelCache`, so cross-validation folds and
-candidates reuse entries.  With ``max_depth`` set, the network is built to
+Computation sharing.  Kernels go through a
+:class:`~sklearn_convkernel.KernelCache` that an estimator shares with its
+clones (``cache="auto"``), so cross-validation folds and candidates reuse
+entries.  With ``max_depth`` set, the network is built to
 ``max_depth`` with a read-out after every depth (one pass gives all depths),
 and the estimator uses the read-out at ``depth``: a search over
 ``depth <= max_depth`` then costs one pass at ``max_depth``.
@@ -33,7 +34,8 @@ from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
 from sklearn_convkernel import arch as A
-from sklearn_convkernel._base import ImageInputMixin, KernelComputer, resolve_cache, resolve_dtype
+from sklearn_convkernel._base import ImageInputMixin, KernelComputer, resolve_dtype
+from sklearn_convkernel._cache import CacheParamMixin
 from sklearn_convkernel._transformers import COMMON_CONSTRAINTS
 
 __all__ = [
@@ -301,7 +303,7 @@ class _Factor:
 # ---------------------------------------------------------------------------
 
 
-class _ConvKernelRidge(ImageInputMixin, BaseEstimator):
+class _ConvKernelRidge(CacheParamMixin, ImageInputMixin, BaseEstimator):
     """Kernel ridge regression on an exact convolutional kernel (base class)."""
 
     _parameter_constraints = {
@@ -338,7 +340,7 @@ class _ConvKernelRidge(ImageInputMixin, BaseEstimator):
     def _computer(self):
         return KernelComputer(
             self.architecture_, self.image_shape_, self._get_kind(), resolve_dtype(self.dtype),
-            output=self.output_index_, cache=resolve_cache(self.cache), n_jobs=self.n_jobs,
+            output=self.output_index_, cache=self._resolve_cache(), n_jobs=self.n_jobs,
             verbose=self.verbose,
         )
 
@@ -354,6 +356,7 @@ class _ConvKernelRidge(ImageInputMixin, BaseEstimator):
         """Fit on flat images X and 2-D float targets Y."""
         self.architecture_, self.output_index_ = self._architecture()
         self.X_fit_ = X
+        self.cache_ = self._resolve_cache()
         K = self._computer().kernel(X)
         self._factor = _Factor(K, self.alpha)
         self.dual_coef_ = self._factor.solve(Y)
@@ -502,7 +505,12 @@ _SHARED_DOC = """
     n_jobs : int, default=None
         Threads for the kernel computation.
     cache : "auto", KernelCache or None, default="auto"
-        Kernel-entry cache shared across fits ("auto": the process-wide one).
+        Kernel-entry cache shared across fits. "auto": a
+        :class:`~sklearn_convkernel.KernelCache` (2 GiB budget) created for
+        this estimator and shared with its clones, so the folds and
+        candidates of a ``GridSearchCV`` reuse entries; it is freed with them.
+        A ``KernelCache`` object: that cache, shared with whoever else holds
+        it. None: no caching.
     verbose : int, default=0
 """
 
@@ -517,6 +525,8 @@ _FITTED_DOC = """
         The architecture in use.
     output_index_ : int
         Its read-out used (the one at ``depth`` when ``max_depth`` is set).
+    cache_ : KernelCache or None
+        The cache the kernels go through (see ``cache``).
     image_shape_ : tuple (H, W, C)
     n_features_in_ : int
 """
