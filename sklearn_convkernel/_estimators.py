@@ -31,11 +31,11 @@ from sklearn.exceptions import DataConversionWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
-from threadpoolctl import threadpool_limits
 
 from sklearn_convkernel import arch as A
 from sklearn_convkernel._base import ImageInputMixin, KernelComputer, resolve_dtype
 from sklearn_convkernel._cache import CacheParamMixin
+from sklearn_convkernel._parallel import blas_limit
 from sklearn_convkernel._transformers import COMMON_CONSTRAINTS
 
 __all__ = [
@@ -204,17 +204,11 @@ def ckn_architecture(depth=2, patch_size=3, kernel="exp", sigma=0.65, pooling="g
 # ---------------------------------------------------------------------------
 
 
-def _blas_limit(n):
-    """Single-threaded BLAS for small systems: multi-threaded OpenBLAS is many
-    times slower there, catastrophically so when the cores are busy."""
-    return threadpool_limits(limits=1 if n < 1500 else None, user_api="blas")
-
-
 class _Factor:
     """A factorisation of K + reg * I used for solves and posterior variances."""
 
     def __init__(self, K, alpha):
-        with _blas_limit(K.shape[0]):
+        with blas_limit(K.shape[0]):
             self._factorize(K, alpha)
 
     def _factorize(self, K, alpha):
@@ -277,7 +271,7 @@ class _Factor:
             self.V = V
 
     def solve(self, B):
-        with _blas_limit(B.shape[0]):
+        with blas_limit(B.shape[0]):
             return self._solve(B)
 
     def _solve(self, B):
@@ -287,7 +281,7 @@ class _Factor:
 
     def quad(self, Ks):
         """Row-wise k_i^T (K + reg)^{-1} k_i for the rows of Ks."""
-        with _blas_limit(Ks.shape[1]):
+        with blas_limit(Ks.shape[1]):
             return self._quad(Ks)
 
     def _quad(self, Ks):

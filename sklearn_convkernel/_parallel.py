@@ -32,11 +32,16 @@ def parallel(n_jobs, *, unordered=False):
     n_jobs : int or None
         joblib semantics (None: the ``parallel_config`` value, else 1).
     unordered : bool, default=False
-        Return a generator of results in completion order
-        (``return_as="generator_unordered"``, joblib >= 1.4) instead of a list.
+        Results in completion order, as they come (``return_as=
+        "generator_unordered"``, joblib >= 1.4), when the backend supports it;
+        otherwise (and when False) a list in task order.
     """
-    return Parallel(n_jobs=n_jobs, prefer="threads",
-                    return_as="generator_unordered" if unordered else "list")
+    if unordered:
+        try:
+            return Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator_unordered")
+        except ValueError:  # a backend without result generators, e.g. "multiprocessing"
+            pass
+    return Parallel(n_jobs=n_jobs, prefer="threads")
 
 
 def blas_limit(size=None):
