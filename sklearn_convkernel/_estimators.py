@@ -36,7 +36,7 @@ from sklearn_convkernel import arch as A
 from sklearn_convkernel._base import ImageInputMixin, KernelComputer, resolve_dtype
 from sklearn_convkernel._cache import CacheParamMixin
 from sklearn_convkernel._parallel import blas_limit
-from sklearn_convkernel._transformers import COMMON_CONSTRAINTS
+from sklearn_convkernel._params import COMMON_CONSTRAINTS
 
 __all__ = [
     "CKNClassifier",

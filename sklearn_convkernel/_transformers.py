@@ -15,7 +15,8 @@ from sklearn_convkernel._base import (
     KernelComputer,
     resolve_dtype,
 )
-from sklearn_convkernel._cache import CacheParamMixin, KernelCache
+from sklearn_convkernel._cache import CacheParamMixin
+from sklearn_convkernel._params import COMMON_CONSTRAINTS
 
 __all__ = ["ConvKernel", "default_architecture"]
 
@@ -32,15 +33,6 @@ def default_architecture():
         A.Conv(3, weight_var=2.0), A.ReLU(),
         A.Flatten(), A.Dense(),
     )
-
-
-COMMON_CONSTRAINTS = {
-    "image_shape": [tuple, list, None],
-    "dtype": [StrOptions({"float64", "float32"}), type, np.dtype],
-    "n_jobs": [Integral, None],
-    "cache": [StrOptions({"auto"}), KernelCache, None],
-    "verbose": ["verbose"],
-}
 
 
 class ConvKernel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, CacheParamMixin, ImageInputMixin,
