@@ -22,7 +22,6 @@ from sklearn_convkernel._estimators import (
     cnngp_architecture,
     cntk_architecture,
 )
-from sklearn_convkernel._finite import FiniteNetwork, empirical_kernel, sample_network
 from sklearn_convkernel._gram import conv_kernel
 from sklearn_convkernel._nystrom import CKNFeatures
 from sklearn_convkernel._supervised import SupervisedCKNClassifier
@@ -37,9 +36,6 @@ __all__ = [
     "arch",
     "presets",
     "conv_kernel",
-    "sample_network",
-    "empirical_kernel",
-    "FiniteNetwork",
     "ConvKernel",
     "KernelCache",
     "get_default_cache",

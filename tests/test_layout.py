@@ -86,3 +86,12 @@ def test_every_third_party_import_is_a_declared_dependency():
     assert not missing, f"imports of undeclared distributions: {sorted(missing)}"
     requires = importlib.metadata.requires(DIST)
     assert any(re.fullmatch(r"joblib\s*>=\s*1\.4.*", r) for r in requires), requires
+
+
+def test_test_oracles_live_in_the_testing_module():
+    import sklearn_convkernel.testing as testing
+
+    for name in ("sample_network", "empirical_kernel", "FiniteNetwork"):
+        assert name in testing.__all__ and callable(getattr(testing, name))
+        assert name not in sklearn_convkernel.__all__
+        assert not hasattr(sklearn_convkernel, name)
