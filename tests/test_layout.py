@@ -95,3 +95,67 @@ def test_test_oracles_live_in_the_testing_module():
         assert name in testing.__all__ and callable(getattr(testing, name))
         assert name not in sklearn_convkernel.__all__
         assert not hasattr(sklearn_convkernel, name)
+
+
+# ---------------------------------------------------------------------------
+# the import graph
+# ---------------------------------------------------------------------------
+
+
+def import_graph():
+    """{module: modules of the package it imports}, from every import statement.
+
+    Imports inside functions count too (a lazy import hides a cycle, it does
+    not remove it); an import of a package the module lives in does not (it
+    is always already imported).
+    """
+    modules = _modules()
+    graph = {}
+    for name, tree in modules.items():
+        targets = set()
+        for mod in _imports(name, tree):
+            while mod and mod not in modules:
+                mod = mod.rpartition(".")[0]
+            if mod and mod != name and not name.startswith(mod + "."):
+                targets.add(mod)
+        graph[name] = targets
+    return graph
+
+
+def find_cycle(graph):
+    """A list of modules [m0, m1, ..., m0] forming an import cycle, or None."""
+    state = {}  # 1: on the current path, 2: done
+
+    def visit(node, path):
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt, path)
+                if found:
+                    return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node, [])
+            if found:
+                return found
+    return None
+
+
+def test_find_cycle_finds_cycles():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"a"}}) == ["a", "a"]
+
+
+def test_the_package_import_graph_has_no_cycle():
+    graph = import_graph()
+    assert f"{PACKAGE}._base" in graph and f"{PACKAGE}.arch" in graph[f"{PACKAGE}._base"]
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
