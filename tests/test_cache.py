@@ -25,15 +25,12 @@ TIMEOUT = 60
 
 @pytest.fixture
 def images():
-    rng = np.random.default_rng(0)
-    X = rng.random((16, 7, 6, 2))
-    y = np.arange(16) % 2
-    return X, y
+    X = np.random.default_rng(0).random((16, 7, 6, 2))
+    return X, np.arange(16) % 2
 
 
 def small_arch():
-    return Sequential(Conv(3, weight_var=2.0), ReLU(), AvgPool(2), Conv(2), ReLU(),
-                      GlobalAvgPool(), Dense())
+    return Sequential(Conv(3), ReLU(), AvgPool(2), Conv(2), ReLU(), GlobalAvgPool(), Dense())
 
 
 def _flat(X):
