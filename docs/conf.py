@@ -27,8 +27,11 @@ try:
     from importlib.metadata import version as _version
 
     release = _version("sklearn-convkernel")
-except Exception:  # not installed
-    release = "0.1.0"
+except Exception:  # not installed: the version written in meson.build
+    import re
+
+    with open(os.path.join(os.path.dirname(__file__), "..", "meson.build")) as _f:
+        release = re.search(r"^\s*version:\s*'([^']+)'", _f.read(), re.M).group(1)
 version = ".".join(release.split(".")[:2])
 
 

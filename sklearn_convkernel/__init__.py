@@ -7,6 +7,8 @@ through a :class:`KernelCache`) and used by the transformer :class:`ConvKernel`
 and the CKN / CNTK / CNN-GP estimators.
 """
 
+from importlib import metadata as _metadata
+
 from sklearn_convkernel import arch, presets
 from sklearn_convkernel._cache import KernelCache, get_default_cache
 from sklearn_convkernel._estimators import (
@@ -20,21 +22,20 @@ from sklearn_convkernel._estimators import (
     cnngp_architecture,
     cntk_architecture,
 )
-from sklearn_convkernel._finite import FiniteNetwork, empirical_kernel, sample_network
 from sklearn_convkernel._gram import conv_kernel
 from sklearn_convkernel._nystrom import CKNFeatures
 from sklearn_convkernel._supervised import SupervisedCKNClassifier
 from sklearn_convkernel._transformers import ConvKernel, default_architecture
 
-__version__ = "0.1.0"
+try:  # the installed distribution's version (written once, in meson.build)
+    __version__ = _metadata.version("sklearn-convkernel")
+except _metadata.PackageNotFoundError:  # pragma: no cover - a source tree, not installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "arch",
     "presets",
     "conv_kernel",
-    "sample_network",
-    "empirical_kernel",
-    "FiniteNetwork",
     "ConvKernel",
     "KernelCache",
     "get_default_cache",

@@ -8,15 +8,15 @@ the tiled Gram engine) for kernel matrices.
 
 from __future__ import annotations
 
+import functools
 import math
-import threading
 
 import numpy as np
 from sklearn.utils.validation import validate_data
 
 from sklearn_convkernel import arch as A
 from sklearn_convkernel._augment import FlipPlan, check_augment
-from sklearn_convkernel._cache import KernelCache, _image_keys, get_default_cache
+from sklearn_convkernel._cache import _image_keys
 from sklearn_convkernel._gram import (
     compile_architecture,
     flip_arguments,
@@ -26,9 +26,6 @@ from sklearn_convkernel._gram import (
 )
 
 _DTYPE_NAMES = {"float64": np.float64, "float32": np.float32}
-
-_COMPILED = {}
-_COMPILED_LOCK = threading.Lock()
 
 
 def resolve_dtype(dtype):
@@ -46,31 +43,25 @@ def resolve_dtype(dtype):
     raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}.")
 
 
-def resolve_cache(cache):
-    """Map the ``cache`` parameter to a :class:`KernelCache` or None."""
-    if isinstance(cache, str) and cache == "auto":
-        return get_default_cache()
-    if cache is None or isinstance(cache, KernelCache):
-        return cache
-    raise ValueError(
-        f"cache must be 'auto' (the shared default cache), None (no caching) or a "
-        f"KernelCache, got {cache!r}."
-    )
+@functools.lru_cache(maxsize=256)
+def _compile_memo(architecture, image_shape, kind, dtype_name, spatial):
+    prog, plan = compile_architecture(architecture, image_shape, kind, spatial)
+    return prog, plan, (repr(architecture), image_shape, kind, dtype_name, spatial)
 
 
 def compiled(architecture, image_shape, kind, dtype, spatial="auto"):
-    """Compile (memoised) ``architecture`` for one input shape; returns (prog, plan, key)."""
-    key = (repr(architecture), tuple(image_shape), kind, np.dtype(dtype).name, spatial)
-    with _COMPILED_LOCK:
-        hit = _COMPILED.get(key)
-    if hit is None:
-        prog, plan = compile_architecture(architecture, image_shape, kind, spatial)
-        hit = (prog, plan, key)
-        with _COMPILED_LOCK:
-            if len(_COMPILED) > 256:
-                _COMPILED.clear()
-            _COMPILED[key] = hit
-    return hit
+    """Compile (memoised) ``architecture`` for one input shape; returns (prog, plan, key).
+
+    The memo is a bounded LRU keyed on the architecture itself (layers are
+    immutable and hashable); ``key`` identifies the program in a
+    :class:`~sklearn_convkernel.KernelCache`.
+    """
+    args = (architecture, tuple(image_shape), kind, np.dtype(dtype).name, spatial)
+    try:
+        hash(architecture)
+    except TypeError:  # a layer with unhashable fields: compile without the memo
+        return _compile_memo.__wrapped__(*args)
+    return _compile_memo(*args)
 
 
 class KernelComputer:

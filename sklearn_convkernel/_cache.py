@@ -7,6 +7,14 @@ test part and the next parameter setting's fit all reuse what was computed
 before.  A store per architecture key holds the registered images, their
 self-pass tapes, the kernel entries computed so far and a mask of which are
 known; only missing unique pairs are ever computed.
+
+Concurrency: the cache's lock guards only its bookkeeping, never a
+computation.  A request claims the images and pairs it will compute (images
+in ``_Store.pending``, pairs in ``_Store.claimed``), computes them with the
+lock released and commits them under the lock; a request that needs entries
+claimed by another waits on the cache's condition until they are committed
+(or released, when the other request failed).  So concurrent fits run at the
+same time, and each entry is computed (and counted) once.
 """
 
 from __future__ import annotations
@@ -22,7 +30,11 @@ import numpy as np
 
 from sklearn_convkernel._gram import pair_values, self_passes
 
-__all__ = ["KernelCache", "get_default_cache"]
+__all__ = ["KernelCache", "get_default_cache", "DEFAULT_MAX_BYTES"]
+
+#: Memory budget of a :class:`KernelCache` created without ``max_bytes``
+#: (each ``cache="auto"`` estimator lineage has one such cache).
+DEFAULT_MAX_BYTES = 2 * 1024**3
 
 
 def _image_keys(Xf):
@@ -31,7 +43,7 @@ def _image_keys(Xf):
 
 
 class _Store:
-    """Entries of one architecture key."""
+    """Entries of one architecture key (guarded by the owning cache's lock)."""
 
     def __init__(self, prog, dtype, n_features, n_outputs=None, tape_len=None):
         self.prog = prog
@@ -40,6 +52,7 @@ class _Store:
         self.n_outputs = prog.n_outputs if prog is not None else n_outputs
         self.tape_len = prog.tape_len if prog is not None else tape_len
         self.index = {}
+        self.pending = set()  # image keys whose self pass a request is computing
         self.n = 0
         self._alloc(0)
 
@@ -50,95 +63,109 @@ class _Store:
         self.tapes = np.empty((cap, L), dtype=self.dtype)
         self.K = np.empty((n_out, cap, cap), dtype=self.dtype)
         self.known = np.zeros((cap, cap), dtype=bool)
+        self.claimed = np.zeros((cap, cap), dtype=bool)  # pairs being computed
 
     def nbytes(self, cap=None):
         cap = self.cap if cap is None else cap
         item = np.dtype(self.dtype).itemsize
         n_out, L = self.n_outputs, self.tape_len
-        return cap * (self.n_features + L) * item + cap * cap * (n_out * item + 1)
+        return cap * (self.n_features + L) * item + cap * cap * (n_out * item + 2)
 
     def _grow(self, need):
         if need <= self.cap:
             return
         cap = max(need, 2 * self.cap, 64)
-        old = (self.X, self.tapes, self.K, self.known, self.n)
+        old = (self.X, self.tapes, self.K, self.known, self.claimed, self.n)
         self._alloc(cap)
-        X, tapes, K, known, n = old
+        X, tapes, K, known, claimed, n = old
         self.X[:n] = X[:n]
         self.tapes[:n] = tapes[:n]
         self.K[:, :n, :n] = K[:, :n, :n]
         self.known[:n, :n] = known[:n, :n]
+        self.claimed[:n, :n] = claimed[:n, :n]
 
     def count_new(self, *key_lists):
         """How many distinct images among the key lists are not registered yet."""
         return len({k for keys in key_lists for k in keys if k not in self.index})
 
-    def register(self, Xf, n_jobs, keys=None):
-        """Slots of the images Xf, registering (and self-passing) new ones."""
-        keys = _image_keys(Xf) if keys is None else keys
-        slots = np.empty(len(keys), dtype=np.int64)
-        new_rows, new_keys = [], []
-        pending = {}
-        for r, k in enumerate(keys):
-            s = self.index.get(k)
-            if s is None:
-                s = pending.get(k)
-                if s is None:
-                    s = self.n + len(new_rows)
-                    pending[k] = s
-                    new_rows.append(r)
-                    new_keys.append(k)
-            slots[r] = s
-        if new_rows:
-            m = len(new_rows)
-            self._grow(self.n + m)
-            rows = Xf[new_rows]
-            tapes, self_out = self_passes(self.prog, rows, n_jobs)
-            sl = slice(self.n, self.n + m)
-            self.X[sl] = rows
-            self.tapes[sl] = tapes
-            idx = np.arange(self.n, self.n + m)
-            self.K[:, idx, idx] = self_out.T
-            self.known[idx, idx] = True
-            for k, s in zip(new_keys, idx):
-                self.index[k] = int(s)
-            self.n += m
-        return slots
+    def claim_images(self, keys):
+        """(slots or None, rows to compute, their keys); marks those keys pending.
 
-    def fill(self, ix, iy, n_jobs):
-        """Compute the unknown entries among the pairs ix x iy."""
+        Slots are returned once every image is registered; otherwise the rows
+        whose keys no request is computing yet are claimed (possibly none, when
+        the caller must wait for other requests).
+        """
+        rows, new = [], []
+        for r, k in enumerate(keys):
+            if k not in self.index and k not in self.pending:
+                self.pending.add(k)
+                rows.append(r)
+                new.append(k)
+        if not rows and all(k in self.index for k in keys):
+            return np.fromiter((self.index[k] for k in keys), np.int64, len(keys)), rows, new
+        return None, rows, new
+
+    def commit_images(self, rows, keys, tapes, self_out):
+        """Register computed images (their self passes) at the next free slots."""
+        m = len(keys)
+        self._grow(self.n + m)
+        sl = slice(self.n, self.n + m)
+        self.X[sl] = rows
+        self.tapes[sl] = tapes
+        idx = np.arange(self.n, self.n + m)
+        self.K[:, idx, idx] = self_out.T
+        self.known[idx, idx] = True
+        for k, s in zip(keys, idx):
+            self.index[k] = int(s)
+        self.n += m
+        self.pending.difference_update(keys)
+
+    def claim_pairs(self, ix, iy):
+        """(done, lo, hi): the unknown unclaimed pairs among ix x iy, now claimed."""
         sub = self.known[np.ix_(ix, iy)]
         if sub.all():
-            return 0
+            return True, None, None
         a, b = np.nonzero(~sub)
         s, t = ix[a], iy[b]
         lo, hi = np.minimum(s, t), np.maximum(s, t)
         code = np.unique(lo * self.cap + hi)
         lo, hi = code // self.cap, code % self.cap
-        X = self.X[: self.n]
-        T = self.tapes[: self.n]
-        vals = pair_values(self.prog, X, T, X, T, lo, hi, n_jobs)
+        free = ~self.claimed[lo, hi]
+        lo, hi = lo[free], hi[free]
+        self.set_claimed(lo, hi, True)
+        return False, lo, hi
+
+    def set_claimed(self, lo, hi, value):
+        self.claimed[lo, hi] = value
+        self.claimed[hi, lo] = value
+
+    def commit_pairs(self, lo, hi, vals):
         self.K[:, lo, hi] = vals.T
         self.K[:, hi, lo] = vals.T
         self.known[lo, hi] = True
         self.known[hi, lo] = True
-        return len(code)
+        self.set_claimed(lo, hi, False)
 
 
 class KernelCache:
     """In-memory cache of exact kernel entries, shared by transformers and estimators.
 
-    Every :class:`~sklearn_convkernel.ConvKernel` and estimator uses the
-    process-wide default cache unless given ``cache=None`` (no caching) or a
-    cache of its own.  Fitting on a cross-validation fold, predicting on its
-    test part and refitting with another regulariser then cost only the
-    kernel entries not computed before; with a depth sweep
-    (``max_depth``), every depth is filled by the same pass.
+    :class:`~sklearn_convkernel.ConvKernel` and the estimators take a
+    ``cache`` parameter: ``"auto"`` (the default) gives each estimator a cache
+    of its own, which its clones share and which is freed with them; None
+    disables caching and a ``KernelCache`` object is used as given.  Fitting
+    on a cross-validation fold, predicting on its test part and refitting
+    with another regulariser then cost only the kernel entries not computed
+    before; with a depth sweep (``max_depth``), every depth is filled by the
+    same pass.
 
-    The cache is shared, not copied, by :func:`sklearn.base.clone` (so a
+    A cache object is shared, not copied, by :func:`sklearn.base.clone` (so a
     ``GridSearchCV`` shares it across its candidates).  It lives in one
     process: with process-based joblib backends each worker starts empty, so
     parallelise the kernel itself (``n_jobs`` of the estimator) instead.
+    It is thread-safe, and no lock is held while kernels are computed:
+    concurrent fits through one cache run at the same time, and an entry
+    requested by several of them is computed once.
 
     :meth:`save` writes the entries to a file and :meth:`load` resumes from it
     (e.g. a long search in several sessions, or a Gram shared between runs).
@@ -146,9 +173,9 @@ class KernelCache:
     Parameters
     ----------
     max_bytes : int, default=2 GiB
-        Memory budget.  Least recently used architecture stores are dropped to
-        respect it; a request that does not fit on its own bypasses the cache
-        (with a warning).
+        Memory budget (``DEFAULT_MAX_BYTES``).  Least recently used
+        architecture stores are dropped to respect it; a request that does not
+        fit on its own bypasses the cache (with a warning).
 
     Attributes
     ----------
@@ -158,10 +185,12 @@ class KernelCache:
         Kernel entries requested so far.
     """
 
-    def __init__(self, max_bytes=2 * 1024**3):
+    def __init__(self, max_bytes=DEFAULT_MAX_BYTES):
         self.max_bytes = int(max_bytes)
         self._stores = OrderedDict()
         self._lock = threading.RLock()
+        # signalled whenever claimed images or pairs are committed or released
+        self._changed = threading.Condition(self._lock)
         self.computed_pairs_ = 0
         self.requested_entries_ = 0
 
@@ -261,12 +290,13 @@ class KernelCache:
 
         ``key`` identifies the compiled program (architecture, kind, dtype,
         image shape); ``Xf``/``Yf`` are flattened C-contiguous images of the
-        program's dtype.  ``Yf=None`` means ``Y = X``.
+        program's dtype.  ``Yf=None`` means ``Y = X``.  Returns None (after a
+        warning) when the images do not fit in ``max_bytes``.
         """
+        kx = _image_keys(Xf)
+        ky = None if Yf is None else _image_keys(Yf)
         with self._lock:
             store = self._store(key, prog, Xf.dtype, Xf.shape[1])
-            kx = _image_keys(Xf)
-            ky = None if Yf is None else _image_keys(Yf)
             n_new = store.count_new(kx, ky or [])
             if not self._make_room(store, n_new):
                 warnings.warn(
@@ -276,26 +306,114 @@ class KernelCache:
                     stacklevel=3,
                 )
                 return None
-            ix = store.register(Xf, n_jobs, kx)
-            iy = ix if Yf is None else store.register(Yf, n_jobs, ky)
+        ix = self._register(store, Xf, kx, n_jobs)
+        iy = ix if Yf is None else self._register(store, Yf, ky, n_jobs)
+        self._fill(store, ix, iy, n_jobs)
+        with self._lock:
             self.requested_entries_ += len(ix) * len(iy)
-            self.computed_pairs_ += store.fill(ix, iy, n_jobs)
             return store.K[:, ix][:, :, iy]
 
     def self_kernel(self, key, prog, Xf, *, n_jobs=None):
         """The self kernels k(x, x) of each image: (n_outputs, n_X)."""
+        kx = _image_keys(Xf)
         with self._lock:
             store = self._store(key, prog, Xf.dtype, Xf.shape[1])
-            kx = _image_keys(Xf)
             if not self._make_room(store, store.count_new(kx)):
                 return None
-            ix = store.register(Xf, n_jobs, kx)
+        ix = self._register(store, Xf, kx, n_jobs)
+        with self._lock:
             return store.K[:, ix, ix]
+
+    def _wait(self):
+        """Wait (lock released) until another request commits or releases a claim."""
+        self._changed.wait()
+
+    def _register(self, store, Xf, keys, n_jobs):
+        """Slots of the images Xf, computing the self passes of new ones outside the lock."""
+        while True:
+            with self._lock:
+                slots, rows, new = store.claim_images(keys)
+                if slots is not None:
+                    return slots
+                if not rows:  # every missing image is being computed by another request
+                    self._wait()
+                    continue
+            try:
+                X_new = Xf[rows]
+                tapes, self_out = self_passes(store.prog, X_new, n_jobs)
+            except BaseException:
+                with self._lock:
+                    store.pending.difference_update(new)
+                    self._changed.notify_all()
+                raise
+            with self._lock:
+                self._make_room(store, len(rows))
+                store.commit_images(X_new, new, tapes, self_out)
+                self._changed.notify_all()
+
+    def _fill(self, store, ix, iy, n_jobs):
+        """Compute the unknown entries among the pairs ix x iy, outside the lock."""
+        while True:
+            with self._lock:
+                done, lo, hi = store.claim_pairs(ix, iy)
+                if done:
+                    return
+                if len(lo) == 0:  # the missing pairs are being computed by others
+                    self._wait()
+                    continue
+                X = store.X[: store.n]
+                T = store.tapes[: store.n]
+            try:
+                vals = pair_values(store.prog, X, T, X, T, lo, hi, n_jobs)
+            except BaseException:
+                with self._lock:
+                    store.set_claimed(lo, hi, False)
+                    self._changed.notify_all()
+                raise
+            with self._lock:
+                store.commit_pairs(lo, hi, vals)
+                self.computed_pairs_ += len(lo)
+                self._changed.notify_all()
+
+
+class CacheParamMixin:
+    """The ``cache`` parameter of transformers and estimators.
+
+    ``cache="auto"`` is a :class:`KernelCache` (of ``DEFAULT_MAX_BYTES``)
+    created for the estimator on first use and handed by
+    :func:`sklearn.base.clone` to its clones, so the folds and candidates of a
+    ``GridSearchCV`` or ``cross_val_score`` share entries; it is freed when
+    the estimator and its clones are.  Estimators constructed independently
+    do not share it (pass one ``KernelCache`` to share across them).
+    """
+
+    def _resolve_cache(self):
+        """The :class:`KernelCache` to use, or None."""
+        cache = self.cache
+        if isinstance(cache, str) and cache == "auto":
+            # dict.setdefault is atomic: concurrent first uses get one cache
+            return self.__dict__.setdefault("_auto_cache", KernelCache())
+        if cache is None or isinstance(cache, KernelCache):
+            return cache
+        raise ValueError(
+            f"cache must be 'auto' (a cache shared by this estimator and its clones), None "
+            f"(no caching) or a KernelCache, got {cache!r}."
+        )
+
+    def __sklearn_clone__(self):
+        clone = super().__sklearn_clone__()
+        if isinstance(self.cache, str) and self.cache == "auto":
+            clone._auto_cache = self._resolve_cache()
+        return clone
 
 
 _DEFAULT_CACHE = KernelCache()
 
 
 def get_default_cache():
-    """The process-wide :class:`KernelCache` used when ``cache="auto"``."""
+    """A process-wide :class:`KernelCache`, for sharing entries between independent estimators.
+
+    No estimator uses it unless given it explicitly (``cache=get_default_cache()``);
+    ``cache="auto"`` gives each estimator lineage a cache of its own.
+    """
     return _DEFAULT_CACHE

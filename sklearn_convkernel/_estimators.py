@@ -5,9 +5,10 @@ hyper-parameters (depth, kernel size, sigma, pooling, ...) are plain
 constructor parameters, so ``GridSearchCV`` searches them directly.  An
 explicit ``architecture=`` overrides the shorthand.
 
-Computation sharing.  Kernels go through the shared
-:class:`~sklearn_convkernel.KernelCache`, so cross-validation folds and
-candidates reuse entries.  With ``max_depth`` set, the network is built to
+Computation sharing.  Kernels go through a
+:class:`~sklearn_convkernel.KernelCache` that an estimator shares with its
+clones (``cache="auto"``), so cross-validation folds and candidates reuse
+entries.  With ``max_depth`` set, the network is built to
 ``max_depth`` with a read-out after every depth (one pass gives all depths),
 and the estimator uses the read-out at ``depth``: a search over
 ``depth <= max_depth`` then costs one pass at ``max_depth``.
@@ -30,11 +31,12 @@ from sklearn.exceptions import DataConversionWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
-from threadpoolctl import threadpool_limits
 
 from sklearn_convkernel import arch as A
-from sklearn_convkernel._base import ImageInputMixin, KernelComputer, resolve_cache, resolve_dtype
-from sklearn_convkernel._transformers import COMMON_CONSTRAINTS
+from sklearn_convkernel._base import ImageInputMixin, KernelComputer, resolve_dtype
+from sklearn_convkernel._cache import CacheParamMixin
+from sklearn_convkernel._parallel import blas_limit
+from sklearn_convkernel._params import COMMON_CONSTRAINTS
 
 __all__ = [
     "CKNClassifier",
@@ -220,17 +222,11 @@ def ckn_architecture(depth=2, patch_size=3, kernel="exp", sigma=0.65, pooling="g
 # ---------------------------------------------------------------------------
 
 
-def _blas_limit(n):
-    """Single-threaded BLAS for small systems: multi-threaded OpenBLAS is many
-    times slower there, catastrophically so when the cores are busy."""
-    return threadpool_limits(limits=1 if n < 1500 else None, user_api="blas")
-
-
 class _Factor:
     """A factorisation of K + reg * I used for solves and posterior variances."""
 
     def __init__(self, K, alpha):
-        with _blas_limit(K.shape[0]):
+        with blas_limit(K.shape[0]):
             self._factorize(K, alpha)
 
     def _factorize(self, K, alpha):
@@ -293,7 +289,7 @@ class _Factor:
             self.V = V
 
     def solve(self, B):
-        with _blas_limit(B.shape[0]):
+        with blas_limit(B.shape[0]):
             return self._solve(B)
 
     def _solve(self, B):
@@ -303,7 +299,7 @@ class _Factor:
 
     def quad(self, Ks):
         """Row-wise k_i^T (K + reg)^{-1} k_i for the rows of Ks."""
-        with _blas_limit(Ks.shape[1]):
+        with blas_limit(Ks.shape[1]):
             return self._quad(Ks)
 
     def _quad(self, Ks):
@@ -319,7 +315,7 @@ class _Factor:
 # ---------------------------------------------------------------------------
 
 
-class _ConvKernelRidge(ImageInputMixin, BaseEstimator):
+class _ConvKernelRidge(CacheParamMixin, ImageInputMixin, BaseEstimator):
     """Kernel ridge regression on an exact convolutional kernel (base class)."""
 
     _parameter_constraints = {
@@ -357,7 +353,7 @@ class _ConvKernelRidge(ImageInputMixin, BaseEstimator):
     def _computer(self):
         return KernelComputer(
             self.architecture_, self.image_shape_, self._get_kind(), resolve_dtype(self.dtype),
-            output=self.output_index_, cache=resolve_cache(self.cache), n_jobs=self.n_jobs,
+            output=self.output_index_, cache=self._resolve_cache(), n_jobs=self.n_jobs,
             verbose=self.verbose, augment=self.augment,
         )
 
@@ -373,6 +369,7 @@ class _ConvKernelRidge(ImageInputMixin, BaseEstimator):
         """Fit on flat images X and 2-D float targets Y."""
         self.architecture_, self.output_index_ = self._architecture()
         self.X_fit_ = X
+        self.cache_ = self._resolve_cache()
         K = self._computer().kernel(X)
         self._factor = _Factor(K, self.alpha)
         self.dual_coef_ = self._factor.solve(Y)
@@ -528,7 +525,12 @@ _SHARED_DOC = """
     n_jobs : int, default=None
         Threads for the kernel computation.
     cache : "auto", KernelCache or None, default="auto"
-        Kernel-entry cache shared across fits ("auto": the process-wide one).
+        Kernel-entry cache shared across fits. "auto": a
+        :class:`~sklearn_convkernel.KernelCache` (2 GiB budget) created for
+        this estimator and shared with its clones, so the folds and
+        candidates of a ``GridSearchCV`` reuse entries; it is freed with them.
+        A ``KernelCache`` object: that cache, shared with whoever else holds
+        it. None: no caching.
     verbose : int, default=0
 """
 
@@ -543,6 +545,8 @@ _FITTED_DOC = """
         The architecture in use.
     output_index_ : int
         Its read-out used (the one at ``depth`` when ``max_depth`` is set).
+    cache_ : KernelCache or None
+        The cache the kernels go through (see ``cache``).
     image_shape_ : tuple (H, W, C)
     n_features_in_ : int
 """

@@ -14,10 +14,11 @@ import os
 import time
 
 import numpy as np
-from joblib import Parallel, delayed, effective_n_jobs
+from joblib import delayed, effective_n_jobs
 
 from sklearn_convkernel import arch as A
 from sklearn_convkernel._augment import FlipPlan, check_augment
+from sklearn_convkernel._parallel import parallel
 from sklearn_convkernel._plan import KINDS, SPATIAL_MODES, make_plan
 
 __all__ = ["conv_kernel", "check_images", "compile_architecture", "self_passes", "pair_values",
@@ -120,11 +121,10 @@ def _chunks(n, size):
 
 
 def _parallel(n_jobs):
-    # Threads by default (the core releases the GIL); a joblib backend chosen by
-    # the caller (parallel_config(backend="loky"|"dask"...)) takes precedence,
+    # results in completion order; the backend policy is _parallel.parallel's,
     # so every task below is a module-level function of picklable arguments
     # that returns its result instead of writing into shared memory.
-    return Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator_unordered")
+    return parallel(n_jobs, unordered=True)
 
 
 def _self_task(prog, Xf, start):

@@ -22,7 +22,7 @@ Implementation notes.  Patches come from
 every product is a BLAS GEMM; because pooling and ``K_ZZ^{-1/2}`` are both
 linear they commute, so ``K_ZZ^{-1/2}`` is applied *after* pooling (on 4x to
 40x fewer positions).  Images are processed in batches (bounded memory),
-optionally on joblib threads.
+optionally in parallel (:func:`~sklearn_convkernel._parallel.parallel`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import math
 from numbers import Integral, Real
 
 import numpy as np
-from joblib import Parallel, delayed, effective_n_jobs
+from joblib import delayed, effective_n_jobs
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import sparse
 from sklearn.base import (
@@ -43,10 +43,10 @@ from sklearn.base import (
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
-from threadpoolctl import threadpool_limits
 
 from sklearn_convkernel import arch as A
 from sklearn_convkernel._base import validate_images
+from sklearn_convkernel._parallel import blas_limit, parallel
 
 __all__ = ["CKNFeatures"]
 
@@ -441,26 +441,24 @@ def images_for_anchors(layers, n_images, n_patches):
     return min(n_images, max(64, math.ceil(4 * n_patches / fewest)))
 
 
+def _transform_batch(layers, X, dtype, start):
+    return start, forward_layers(layers, X.astype(dtype, copy=False)).reshape(len(X), -1)
+
+
 def transform_batches(layers, X4, dtype, batch_size, n_jobs):
-    """Flattened last maps of images X4 (N, H, W, C), batch by batch (threads if n_jobs > 1)."""
+    """Flattened last maps of images X4 (N, H, W, C), batch by batch (in parallel if n_jobs > 1)."""
     n = X4.shape[0]
     h, w, f = layers[-1].out_shape
     out = np.empty((n, h * w * f), dtype=dtype)
-    slices = [slice(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
-
-    def run(sl):
-        out[sl] = forward_layers(layers, X4[sl].astype(dtype, copy=False)).reshape(
-            sl.stop - sl.start, -1)
-
-    jobs = effective_n_jobs(n_jobs) if len(slices) > 1 else 1
-    # one BLAS thread per worker: the workers parallelise GEMMs and elementwise
-    # work alike, and multi-threaded BLAS on medium GEMMs is slow on busy cores
-    with threadpool_limits(limits=1, user_api="blas"):
-        if jobs == 1:
-            for sl in slices:
-                run(sl)
+    starts = range(0, n, batch_size)
+    with blas_limit():
+        if len(starts) == 1 or effective_n_jobs(n_jobs) == 1:
+            results = (_transform_batch(layers, X4[s:s + batch_size], dtype, s) for s in starts)
         else:
-            Parallel(n_jobs=jobs, backend="threading")(delayed(run)(sl) for sl in slices)
+            results = parallel(n_jobs, unordered=True)(
+                delayed(_transform_batch)(layers, X4[s:s + batch_size], dtype, s) for s in starts)
+        for start, maps in results:
+            out[start:start + len(maps)] = maps
     return out
 
 
@@ -626,7 +624,7 @@ class CKNFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         m = images_for_anchors(layers, n, self.n_patches)
         idx = np.sort(rng.choice(n, size=m, replace=False)) if m < n else np.arange(n)
         X4 = X[idx].reshape((-1,) + self.image_shape_).astype(dtype, copy=False)
-        with threadpool_limits(limits=1, user_api="blas"):
+        with blas_limit():
             fit_anchors(layers, X4, self.n_patches, self.kmeans_iter, self.regularization,
                         rng, self.batch_size)
         self.layers_ = layers

@@ -35,7 +35,7 @@ import time
 from numbers import Integral, Real
 
 import numpy as np
-from joblib import Parallel, delayed, effective_n_jobs
+from joblib import delayed, effective_n_jobs
 from scipy import optimize
 from scipy.special import logsumexp
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
@@ -62,6 +62,7 @@ from sklearn_convkernel._nystrom import (
     pool_adjoint,
     transform_batches,
 )
+from sklearn_convkernel._parallel import parallel
 
 __all__ = ["SupervisedCKNClassifier"]
 
@@ -384,7 +385,7 @@ class SupervisedCKNClassifier(ClassifierMixin, BaseEstimator):
         if jobs == 1:
             parts = [self._batch_grad(states, X4, codes, W, b)]
         else:
-            parts = Parallel(n_jobs=jobs, backend="threading")(
+            parts = parallel(jobs)(
                 delayed(self._batch_grad)(states, X4[c], codes[c], W, b) for c in chunks)
         loss = sum(p[0] for p in parts) / n + 0.5 * self.alpha * float(np.sum(W * W))
         dW = sum(p[1] for p in parts) / n + self.alpha * W

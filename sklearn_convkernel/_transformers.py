@@ -13,11 +13,10 @@ from sklearn_convkernel import arch as A
 from sklearn_convkernel._base import (
     ImageInputMixin,
     KernelComputer,
-    resolve_cache,
     resolve_dtype,
 )
-from sklearn_convkernel._augment import AUGMENTS
-from sklearn_convkernel._cache import KernelCache
+from sklearn_convkernel._cache import CacheParamMixin
+from sklearn_convkernel._params import COMMON_CONSTRAINTS
 
 __all__ = ["ConvKernel", "default_architecture"]
 
@@ -36,17 +35,8 @@ def default_architecture():
     )
 
 
-COMMON_CONSTRAINTS = {
-    "image_shape": [tuple, list, None],
-    "dtype": [StrOptions({"float64", "float32"}), type, np.dtype],
-    "n_jobs": [Integral, None],
-    "cache": [StrOptions({"auto"}), KernelCache, None],
-    "verbose": ["verbose"],
-    "augment": [StrOptions(set(AUGMENTS)), None],
-}
-
-
-class ConvKernel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ImageInputMixin, BaseEstimator):
+class ConvKernel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, CacheParamMixin, ImageInputMixin,
+                 BaseEstimator):
     """Exact convolutional kernel against the training images, as a transformer.
 
     ``fit(X)`` stores the training images (and computes their self passes);
@@ -79,9 +69,12 @@ class ConvKernel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ImageInputMi
     n_jobs : int, default=None
         Threads for the kernel computation (joblib semantics).
     cache : "auto", KernelCache or None, default="auto"
-        Where computed kernel entries are kept for reuse: "auto" is the shared
-        process-wide cache (cross-validation folds and grid-search candidates
-        then reuse entries); None disables caching.
+        Where computed kernel entries are kept for reuse. "auto": a
+        :class:`~sklearn_convkernel.KernelCache` (2 GiB budget) created for
+        this transformer and shared with its clones, so the folds and
+        candidates of a ``GridSearchCV`` reuse entries; it is freed with them.
+        A ``KernelCache`` object: that cache, shared with whoever else holds
+        it. None: no caching.
     verbose : int, default=0
         Progress output when > 0.
 
@@ -92,6 +85,8 @@ class ConvKernel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ImageInputMi
     image_shape_ : tuple (H, W, C)
     architecture_ : Layer
         The architecture in use.
+    cache_ : KernelCache or None
+        The cache the kernels go through (see ``cache``).
     n_features_in_ : int
 
     See Also
@@ -133,7 +128,7 @@ class ConvKernel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ImageInputMi
     def _computer(self):
         return KernelComputer(
             self.architecture_, self.image_shape_, self.kind, resolve_dtype(self.dtype),
-            output=self.output, cache=resolve_cache(self.cache), n_jobs=self.n_jobs,
+            output=self.output, cache=self._resolve_cache(), n_jobs=self.n_jobs,
             verbose=self.verbose, augment=self.augment,
         )
 
@@ -144,6 +139,7 @@ class ConvKernel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ImageInputMi
         )
         self.X_fit_ = X
         self._n_features_out = X.shape[0]
+        self.cache_ = self._resolve_cache()
         return self._computer()
 
     @_fit_context(prefer_skip_nested_validation=True)

@@ -11,7 +11,7 @@ import pytest
 def test_module_imports_without_torch(monkeypatch):
     # make "import torch" fail (None in sys.modules), then re-run the module's code
     monkeypatch.setitem(sys.modules, "torch", None)
-    monkeypatch.delitem(sys.modules, "sklearn_convkernel._kervolution_torch", raising=False)
+    monkeypatch.delitem(sys.modules, "sklearn_convkernel.kervolution._torch", raising=False)
     kv = importlib.reload(importlib.import_module("sklearn_convkernel.kervolution"))
     assert "gaussian" in kv.KERVOLUTION_KERNELS
     with pytest.raises(ImportError, match=r"pip install sklearn-convkernel\[torch\]"):
@@ -169,7 +169,7 @@ def test_manhattan_chunks_do_not_change_results(monkeypatch):
     layer = KernelConv2d(3, 4, 3, padding=1, kernel="manhattan", dtype=torch.float64)
     x = torch.randn(5, 3, 6, 6, dtype=torch.float64)
     full = layer(x)
-    monkeypatch.setattr("sklearn_convkernel._kervolution_torch._MANHATTAN_CHUNK", 1)
+    monkeypatch.setattr("sklearn_convkernel.kervolution._torch._MANHATTAN_CHUNK", 1)
     torch.testing.assert_close(layer(x), full, rtol=0, atol=0)
 
 

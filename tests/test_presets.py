@@ -635,10 +635,10 @@ def test_myrtle_structure_and_small_inputs():
                               cnn_gp.Conv2d(3, padding=0, var_weight=1.0, var_bias=0.2)),
 ], ids=["arora", "ckn", "cnn_gp"])
 def test_presets_nngp_agree_with_finite_networks(make):
-    _finite = pytest.importorskip("sklearn_convkernel._finite")
+    testing = pytest.importorskip("sklearn_convkernel.testing")
     arch = make()
     X = images(3, 6, 5, 2, seed=23)
-    mean, stderr = _finite.empirical_kernel(X, architecture=arch, width=384, n_networks=12,
+    mean, stderr = testing.empirical_kernel(X, architecture=arch, width=384, n_networks=12,
                                             random_state=0)
     K = gram(X, architecture=arch)
     z = np.abs(mean - K) / (stderr + 1e-3 * np.abs(K))

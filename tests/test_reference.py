@@ -34,7 +34,7 @@ from sklearn_convkernel.arch import (
     Tap,
     Trace,
 )
-from sklearn_convkernel._finite import empirical_kernel, sample_network
+from sklearn_convkernel.testing import empirical_kernel, sample_network
 from sklearn_convkernel._reference import reference_gram
 
 PI = math.pi

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from sklearn_convkernel import conv_kernel
-from sklearn_convkernel._finite import empirical_kernel
+from sklearn_convkernel.testing import empirical_kernel
 from sklearn_convkernel._reference import reference_gram
 from sklearn_convkernel.arch import (
     ArchitectureError,

@@ -24,7 +24,8 @@ positions`` difference tensor; the Manhattan distance uses
 ``torch.nn.functional.unfold`` and :func:`torch.cdist` on chunks of images
 of bounded size.
 
-This module imports without PyTorch; :class:`KernelConv2d` and
+This package imports without PyTorch (the implementation, in the private
+module ``_torch``, is imported on first use); :class:`KernelConv2d` and
 :func:`kernelize` raise an :class:`ImportError` naming
 ``pip install sklearn-convkernel[torch]`` when PyTorch is missing.
 """
@@ -33,16 +34,12 @@ from __future__ import annotations
 
 import importlib
 
+from sklearn_convkernel.kervolution import _kernels
+
 __all__ = ["KernelConv2d", "kernelize", "KERVOLUTION_KERNELS"]
 
 #: Kernel names and the keyword parameters each accepts (with defaults).
-KERVOLUTION_KERNELS = {
-    "linear": {},
-    "polynomial": {"c": 1.0, "degree": 2},
-    "gaussian": {"gamma": 1.0},
-    "sigmoid": {"alpha": 1.0, "c": 0.0},
-    "manhattan": {},
-}
+KERVOLUTION_KERNELS = _kernels.KERVOLUTION_KERNELS
 
 _INSTALL_HINT = (
     "sklearn_convkernel.kervolution needs PyTorch, which is not installed; install it with "
@@ -53,7 +50,7 @@ _INSTALL_HINT = (
 def _torch_impl():
     """The PyTorch implementation module, or an ImportError with the install hint."""
     try:
-        return importlib.import_module("sklearn_convkernel._kervolution_torch")
+        return importlib.import_module("sklearn_convkernel.kervolution._torch")
     except ImportError as exc:
         if getattr(exc, "name", None) == "torch" or "torch" in str(exc):
             raise ImportError(_INSTALL_HINT) from exc

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sklearn_convkernel.kervolution import KERVOLUTION_KERNELS
+from sklearn_convkernel.kervolution._kernels import KERVOLUTION_KERNELS
 
 __all__ = ["KernelConv2d", "kernelize"]
 
