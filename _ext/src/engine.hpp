@@ -1087,17 +1087,27 @@ class Engine {
         return &a;
     }
 
+    // The factors of the map's positions are gathered into flat arrays, so
+    // that the nonlinearity runs as one vector loop over the map (rows of
+    // W - |dw| values would each end in a scalar tail).
     template <int FN>
     void disp_nonlin(T* K, T* Th, int64_t h, int64_t w, const T* fx, const T* fy, int64_t HW,
                      int64_t W, int64_t dh, int64_t dw, int64_t i0, int64_t j0, double p) {
+        const int64_t n = h * w;
+        xe_.resize((size_t)(4 * n));
+        T* ixe = xe_.data();
+        T* sxe = ixe + n;
+        T* iye = sxe + n;
+        T* sye = iye + n;
         for (int64_t a = 0; a < h; ++a) {
             const T* ix = fx + (i0 + a) * W + j0;
             const T* iy = fy + (i0 + a + dh) * W + j0 + dw;
-            if (ntk_)
-                nonlin_row<FN, true, false>(K + a * w, Th + a * w, w, ix, ix + HW, iy, iy + HW, p);
-            else
-                nonlin_row<FN, false, false>(K + a * w, Th, w, ix, ix + HW, iy, iy + HW, p);
+            copy_row(ixe + a * w, ix, w);
+            copy_row(sxe + a * w, ix + HW, w);
+            copy_row(iye + a * w, iy, w);
+            copy_row(sye + a * w, iy + HW, w);
         }
+        nonlin_flat<FN>(K, Th, n, ixe, sxe, iye, sye, p);
     }
 
     bool disp_compute(const T* x, const T* y, const T* tx, const T* ty, T* tape_rec, bool self) {
