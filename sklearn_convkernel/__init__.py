@@ -23,6 +23,7 @@ from sklearn_convkernel._estimators import (
 from sklearn_convkernel._finite import FiniteNetwork, empirical_kernel, sample_network
 from sklearn_convkernel._gram import conv_kernel
 from sklearn_convkernel._nystrom import CKNFeatures
+from sklearn_convkernel._store import load_gram
 from sklearn_convkernel._supervised import SupervisedCKNClassifier
 from sklearn_convkernel._transformers import ConvKernel, default_architecture
 
@@ -32,6 +33,7 @@ __all__ = [
     "arch",
     "presets",
     "conv_kernel",
+    "load_gram",
     "sample_network",
     "empirical_kernel",
     "FiniteNetwork",
