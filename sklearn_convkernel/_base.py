@@ -102,22 +102,24 @@ class KernelComputer:
     def all_outputs(self, Xf, Yf=None):
         """Every read-out of K(X, Y): array (n_outputs, n_X, n_Y)."""
         if self.cache is not None:
-            K = self.cache.kernel(self.key, self.prog, Xf, Yf, n_jobs=self.n_jobs)
+            K = self.cache.kernel(self.key, self.prog, Xf, Yf, n_jobs=self.n_jobs,
+                                  verbose=self.verbose)
             if K is not None:
                 return K
-        tx, sx = self_passes(self.prog, Xf, self.n_jobs)
+        tx, sx = self_passes(self.prog, Xf, self.n_jobs, verbose=self.verbose)
         if Yf is None:
             return gram(self.prog, Xf, tx, sx, n_jobs=self.n_jobs, verbose=self.verbose)
-        ty, _ = self_passes(self.prog, Yf, self.n_jobs)
+        ty, _ = self_passes(self.prog, Yf, self.n_jobs, verbose=self.verbose)
         return gram(self.prog, Xf, tx, None, Yf, ty, n_jobs=self.n_jobs, verbose=self.verbose)
 
     def self_kernel(self, Xf):
         """k(x, x) for each image: array (n_X,)."""
         if self.cache is not None:
-            d = self.cache.self_kernel(self.key, self.prog, Xf, n_jobs=self.n_jobs)
+            d = self.cache.self_kernel(self.key, self.prog, Xf, n_jobs=self.n_jobs,
+                                       verbose=self.verbose)
             if d is not None:
                 return np.array(d[self.output])
-        _, sx = self_passes(self.prog, Xf, self.n_jobs)
+        _, sx = self_passes(self.prog, Xf, self.n_jobs, verbose=self.verbose)
         return np.array(sx[:, self.output])
 
 

@@ -73,7 +73,7 @@ class _Store:
         """How many distinct images among the key lists are not registered yet."""
         return len({k for keys in key_lists for k in keys if k not in self.index})
 
-    def register(self, Xf, n_jobs, keys=None):
+    def register(self, Xf, n_jobs, keys=None, verbose=0):
         """Slots of the images Xf, registering (and self-passing) new ones."""
         keys = _image_keys(Xf) if keys is None else keys
         slots = np.empty(len(keys), dtype=np.int64)
@@ -93,7 +93,7 @@ class _Store:
             m = len(new_rows)
             self._grow(self.n + m)
             rows = Xf[new_rows]
-            tapes, self_out = self_passes(self.prog, rows, n_jobs)
+            tapes, self_out = self_passes(self.prog, rows, n_jobs, verbose=verbose)
             sl = slice(self.n, self.n + m)
             self.X[sl] = rows
             self.tapes[sl] = tapes
@@ -105,7 +105,7 @@ class _Store:
             self.n += m
         return slots
 
-    def fill(self, ix, iy, n_jobs):
+    def fill(self, ix, iy, n_jobs, verbose=0):
         """Compute the unknown entries among the pairs ix x iy."""
         sub = self.known[np.ix_(ix, iy)]
         if sub.all():
@@ -117,7 +117,7 @@ class _Store:
         lo, hi = code // self.cap, code % self.cap
         X = self.X[: self.n]
         T = self.tapes[: self.n]
-        vals = pair_values(self.prog, X, T, X, T, lo, hi, n_jobs)
+        vals = pair_values(self.prog, X, T, X, T, lo, hi, n_jobs, verbose=verbose)
         self.K[:, lo, hi] = vals.T
         self.K[:, hi, lo] = vals.T
         self.known[lo, hi] = True
@@ -256,12 +256,13 @@ class KernelCache:
             del self._stores[others.pop(0)]
         return True
 
-    def kernel(self, key, prog, Xf, Yf=None, *, n_jobs=None):
+    def kernel(self, key, prog, Xf, Yf=None, *, n_jobs=None, verbose=0):
         """All outputs of K(X, Y), shape (n_outputs, n_X, n_Y), using and filling the cache.
 
         ``key`` identifies the compiled program (architecture, kind, dtype,
         image shape); ``Xf``/``Yf`` are flattened C-contiguous images of the
-        program's dtype.  ``Yf=None`` means ``Y = X``.
+        program's dtype.  ``Yf=None`` means ``Y = X``.  ``verbose > 0`` shows
+        the progress of the self passes and entries computed.
         """
         with self._lock:
             store = self._store(key, prog, Xf.dtype, Xf.shape[1])
@@ -276,20 +277,20 @@ class KernelCache:
                     stacklevel=3,
                 )
                 return None
-            ix = store.register(Xf, n_jobs, kx)
-            iy = ix if Yf is None else store.register(Yf, n_jobs, ky)
+            ix = store.register(Xf, n_jobs, kx, verbose=verbose)
+            iy = ix if Yf is None else store.register(Yf, n_jobs, ky, verbose=verbose)
             self.requested_entries_ += len(ix) * len(iy)
-            self.computed_pairs_ += store.fill(ix, iy, n_jobs)
+            self.computed_pairs_ += store.fill(ix, iy, n_jobs, verbose=verbose)
             return store.K[:, ix][:, :, iy]
 
-    def self_kernel(self, key, prog, Xf, *, n_jobs=None):
+    def self_kernel(self, key, prog, Xf, *, n_jobs=None, verbose=0):
         """The self kernels k(x, x) of each image: (n_outputs, n_X)."""
         with self._lock:
             store = self._store(key, prog, Xf.dtype, Xf.shape[1])
             kx = _image_keys(Xf)
             if not self._make_room(store, store.count_new(kx)):
                 return None
-            ix = store.register(Xf, n_jobs, kx)
+            ix = store.register(Xf, n_jobs, kx, verbose=verbose)
             return store.K[:, ix, ix]
 
 

@@ -504,6 +504,9 @@ _SHARED_DOC = """
     cache : "auto", KernelCache or None, default="auto"
         Kernel-entry cache shared across fits ("auto": the process-wide one).
     verbose : int, default=0
+        Progress bars (tqdm, on stderr) for the kernel computation when > 0:
+        self passes and kernel entries, including the cache fills of a
+        cross-validation search.
 """
 
 _FITTED_DOC = """

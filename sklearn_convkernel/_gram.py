@@ -141,7 +141,7 @@ def _self_task(prog, Xf, start):
     return start, tapes, self_out
 
 
-def self_passes(prog, Xf, n_jobs=None, chunk=None):
+def self_passes(prog, Xf, n_jobs=None, chunk=None, verbose=0):
     """Per-image self passes: tapes (n, tape_len) and self kernels (n, n_outputs)."""
     n = Xf.shape[0]
     n_jobs = effective_n_jobs(n_jobs)
@@ -150,9 +150,11 @@ def self_passes(prog, Xf, n_jobs=None, chunk=None):
     tapes = np.empty((n, prog.tape_len), dtype=Xf.dtype)
     self_out = np.empty((n, prog.n_outputs), dtype=Xf.dtype)
     tasks = (delayed(_self_task)(prog, Xf[a:b], a) for a, b in _chunks(n, chunk))
-    for a, t, s in _parallel(n_jobs)(tasks):
-        tapes[a:a + len(t)] = t
-        self_out[a:a + len(s)] = s
+    with progress(n, "self passes", verbose, unit="images") as bar:
+        for a, t, s in _parallel(n_jobs)(tasks):
+            tapes[a:a + len(t)] = t
+            self_out[a:a + len(s)] = s
+            bar.update(len(t))
     return tapes, self_out
 
 
@@ -168,7 +170,7 @@ def _list_task(prog, X, tx, Y, ty, ii, jj, start):
     return start, out
 
 
-def pair_values(prog, X, tx, Y, ty, ii, jj, n_jobs=None, chunk=None):
+def pair_values(prog, X, tx, Y, ty, ii, jj, n_jobs=None, chunk=None, verbose=0):
     """Kernel outputs of the pairs (X[ii[t]], Y[jj[t]]): array (n_pairs, n_outputs)."""
     ii = np.ascontiguousarray(ii, dtype=np.int64)
     jj = np.ascontiguousarray(jj, dtype=np.int64)
@@ -182,8 +184,10 @@ def pair_values(prog, X, tx, Y, ty, ii, jj, n_jobs=None, chunk=None):
     tasks = (
         delayed(_list_task)(prog, X, tx, Y, ty, ii[a:b], jj[a:b], a) for a, b in _chunks(n, chunk)
     )
-    for a, vals in _parallel(n_jobs)(tasks):
-        out[a:a + len(vals)] = vals
+    with progress(n, "kernel entries", verbose) as bar:
+        for a, vals in _parallel(n_jobs)(tasks):
+            out[a:a + len(vals)] = vals
+            bar.update(len(vals))
     return out
 
 
@@ -401,7 +405,7 @@ def conv_kernel(
     if isinstance(out, (str, os.PathLike)):
         return _conv_kernel_store(prog, X, Y, architecture, kind, dt, spatial, n_jobs,
                                   tile_size, verbose, out, shape)
-    Xf, tx, sx, Yf, ty = _flat_and_tapes(prog, X, Y, n_jobs)
+    Xf, tx, sx, Yf, ty = _flat_and_tapes(prog, X, Y, n_jobs, verbose)
     result = _output_array(out, shape, dt)
     target = result if plan.n_outputs > 1 else result[np.newaxis]
     gram(prog, Xf, tx, sx, Yf, ty, n_jobs=n_jobs, tile_size=tile_size, verbose=verbose,
@@ -411,14 +415,14 @@ def conv_kernel(
     return result
 
 
-def _flat_and_tapes(prog, X, Y, n_jobs):
+def _flat_and_tapes(prog, X, Y, n_jobs, verbose=0):
     """Flattened images and their self passes: (Xf, tx, sx, Yf, ty); Y-parts None for K(X, X)."""
     Xf = X.reshape(X.shape[0], -1)
-    tx, sx = self_passes(prog, Xf, n_jobs)
+    tx, sx = self_passes(prog, Xf, n_jobs, verbose=verbose)
     Yf = ty = None
     if Y is not None:
         Yf = Y.reshape(Y.shape[0], -1)
-        ty, _ = self_passes(prog, Yf, n_jobs)
+        ty, _ = self_passes(prog, Yf, n_jobs, verbose=verbose)
     return Xf, tx, sx, Yf, ty
 
 
@@ -430,7 +434,7 @@ def _conv_kernel_store(prog, X, Y, architecture, kind, dt, spatial, n_jobs, tile
     default = default_tile_size(shape[-2], shape[-1], symmetric, effective_n_jobs(n_jobs))
     with GramStore.open(path, key, shape, symmetric, tile_size, default) as store:
         if not store.complete:
-            Xf, tx, sx, Yf, ty = _flat_and_tapes(prog, X, Y, n_jobs)
+            Xf, tx, sx, Yf, ty = _flat_and_tapes(prog, X, Y, n_jobs, verbose)
             gram(prog, Xf, tx, sx, Yf, ty, n_jobs=n_jobs, verbose=verbose, store=store)
     return np.load(os.fspath(path), mmap_mode="r+", allow_pickle=False)
 

@@ -76,7 +76,7 @@ class ConvKernel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ImageInputMi
         process-wide cache (cross-validation folds and grid-search candidates
         then reuse entries); None disables caching.
     verbose : int, default=0
-        Progress output when > 0.
+        Progress bars (tqdm, on stderr) for the kernel computation when > 0.
 
     Attributes
     ----------
