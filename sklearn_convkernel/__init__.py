@@ -23,6 +23,7 @@ from sklearn_convkernel._estimators import (
 from sklearn_convkernel._finite import FiniteNetwork, empirical_kernel, sample_network
 from sklearn_convkernel._gram import conv_kernel
 from sklearn_convkernel._nystrom import CKNFeatures
+from sklearn_convkernel._serialize import architecture_from_json, architecture_to_json
 from sklearn_convkernel._store import load_gram
 from sklearn_convkernel._supervised import SupervisedCKNClassifier
 from sklearn_convkernel._transformers import ConvKernel, default_architecture
@@ -34,6 +35,8 @@ __all__ = [
     "presets",
     "conv_kernel",
     "load_gram",
+    "architecture_to_json",
+    "architecture_from_json",
     "sample_network",
     "empirical_kernel",
     "FiniteNetwork",
