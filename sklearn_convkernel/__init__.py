@@ -9,6 +9,7 @@ and the CKN / CNTK / CNN-GP estimators.
 
 from sklearn_convkernel import arch, presets
 from sklearn_convkernel._cache import KernelCache, get_default_cache
+from sklearn_convkernel._conv_nystroem import ConvNystroem
 from sklearn_convkernel._estimators import (
     CKNClassifier,
     CKNRegressor,
@@ -41,6 +42,7 @@ __all__ = [
     "empirical_kernel",
     "FiniteNetwork",
     "ConvKernel",
+    "ConvNystroem",
     "KernelCache",
     "get_default_cache",
     "default_architecture",
