@@ -18,16 +18,14 @@ def _images(n, seed=0):
 
 
 @pytest.mark.parametrize("kind", ["nngp", "ntk"])
-@pytest.mark.parametrize("landmarks", ["uniform", "kmeans++"])
-def test_all_images_as_landmarks_reproduce_the_exact_kernel(kind, landmarks):
+def test_all_images_as_landmarks_reproduce_the_exact_kernel(kind):
     X, T = _images(14), _images(5, seed=1)
-    ny = ConvNystroem(ARCH, kind=kind, n_components=14, landmarks=landmarks, random_state=0)
+    ny = ConvNystroem(ARCH, kind=kind, n_components=14, random_state=0)
     F = ny.fit_transform(X)
     assert F.shape == (14, 14) and ny.rank_ == 14
     assert sorted(ny.component_indices_) == list(range(14))
     K = conv_kernel(X, architecture=ARCH, kind=kind)
     np.testing.assert_allclose(F @ F.T, K, rtol=1e-9, atol=1e-9 * np.abs(K).max())
-    # transform recomputes K(X, landmarks) (kmeans++ got it pair by pair during the fit)
     np.testing.assert_allclose(ny.transform(X) @ F.T, K, rtol=1e-8, atol=1e-9 * np.abs(K).max())
     # new images: K(T, X) K^-1 K(X, X) = K(T, X)
     np.testing.assert_allclose(ny.transform(T) @ F.T, conv_kernel(T, X, architecture=ARCH,
@@ -112,21 +110,6 @@ def test_out_store_resumes_and_is_uniform_only(tmp_path, monkeypatch):
     assert calls == []
     with pytest.raises(ValueError, match="different computation"):
         ConvNystroem(ARCH, n_components=5, random_state=1, out=path).fit(X)
-    with pytest.raises(ValueError, match="landmarks='uniform'"):
-        ConvNystroem(ARCH, n_components=5, landmarks="kmeans++", out=path).fit(X)
-
-
-def test_kmeanspp_picks_distinct_spread_landmarks():
-    # two tight clusters, one far: k-means++ with 2 landmarks takes one from each
-    rng = np.random.default_rng(0)
-    X = np.concatenate([rng.random((10, 5, 5, 1)) * 0.01 + 1.0,
-                        np.concatenate([np.ones((10, 5, 2, 1)), np.zeros((10, 5, 3, 1))], 2)
-                        + rng.random((10, 5, 5, 1)) * 0.01])
-    for seed in range(5):
-        ny = ConvNystroem(ARCH, n_components=2, landmarks="kmeans++", random_state=seed).fit(X)
-        assert sorted(ny.component_indices_ // 10) == [0, 1]
-    again = ConvNystroem(ARCH, n_components=2, landmarks="kmeans++", random_state=4).fit(X)
-    np.testing.assert_array_equal(again.component_indices_, ny.component_indices_)
 
 
 def test_verbose_fit_reports_progress(capsys):
@@ -135,5 +118,3 @@ def test_verbose_fit_reports_progress(capsys):
     assert capsys.readouterr().err == ""
     ConvNystroem(ARCH, n_components=4, random_state=0, verbose=1).fit(X)
     assert "kernel entries" in capsys.readouterr().err
-    ConvNystroem(ARCH, n_components=4, landmarks="kmeans++", verbose=1).fit(X)
-    assert "kmeans++ landmarks" in capsys.readouterr().err
