@@ -69,8 +69,31 @@ def add_gram_parser(sub, prog):
     p.add_argument("--tile-size", type=int, default=None,
                    help="images per tile side of a new store (default: 32, smaller for "
                    "small matrices)")
+    p.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help="run the tiles on this dask.distributed scheduler (e.g. "
+                   "tcp://host:8786; needs the [dask] extra); the workers write the tiles "
+                   "into --out, which must be on a filesystem they share")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
+
+
+def _backend(scheduler):
+    """A context running joblib tasks on the dask scheduler (or a no-op)."""
+    import contextlib
+
+    if scheduler is None:
+        return contextlib.nullcontext()
+    try:
+        from distributed import Client
+    except ImportError:
+        raise ValueError("--scheduler needs dask.distributed: pip install "
+                         "'sklearn-convkernel[dask]'.") from None
+    from joblib import parallel_config
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(Client(scheduler))
+    stack.enter_context(parallel_config(backend="dask"))
+    return stack
 
 
 def _load(path, name, image_shape):
@@ -102,9 +125,11 @@ def run_gram(args, prog):
         if args.tile_size is not None and args.tile_size < 1:
             raise ValueError(f"--tile-size must be a positive int, got {args.tile_size}.")
         t0 = time.perf_counter()
-        K = conv_kernel(X, Y, architecture=architecture, kind=args.kind, dtype=args.dtype,
-                        n_jobs=args.n_jobs, tile_size=args.tile_size,
-                        verbose=0 if args.quiet else 1, out=args.out)
+        with _backend(args.scheduler):
+            K = conv_kernel(X, Y, architecture=architecture, kind=args.kind, dtype=args.dtype,
+                            n_jobs=None if args.scheduler else args.n_jobs,
+                            tile_size=args.tile_size, verbose=0 if args.quiet else 1,
+                            out=args.out)
     except (ValueError, StoreError) as exc:
         print(f"{prog} gram: error: {exc}", file=sys.stderr)
         return 1

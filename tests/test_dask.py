@@ -121,3 +121,15 @@ def test_store_tasks_return_only_the_tile_number(tmp_path):
     expected = conv_kernel(X, architecture=ARCH, kind="ntk")
     np.testing.assert_array_equal(K[r0:r1, c0:c1], expected[r0:r1, c0:c1])
     np.testing.assert_array_equal(K[c0:c1, r0:r1], expected[c0:c1, r0:r1])
+
+
+def test_command_line_on_a_scheduler(client, tmp_path, capsys):
+    from sklearn_convkernel.__main__ import main
+
+    X = _images(9)
+    np.save(tmp_path / "X.npy", X)
+    out = tmp_path / "K.npy"
+    assert main(["gram", str(tmp_path / "X.npy"), "--architecture", "arora_cntk:depth=3",
+                 "--kind", "ntk", "--out", str(out), "--tile-size", "3", "--quiet",
+                 "--scheduler", client.scheduler.address]) == 0
+    np.testing.assert_array_equal(load_gram(out), conv_kernel(X, architecture=ARCH, kind="ntk"))
