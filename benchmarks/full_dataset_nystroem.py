@@ -28,7 +28,6 @@ resident memory of the process so far) and appends them as JSON lines to
 import argparse
 import json
 import os
-import platform
 import resource
 import sys
 import time
@@ -36,24 +35,16 @@ import time
 import numpy as np
 from sklearn.linear_model import RidgeClassifierCV
 
-from sklearn_convkernel import ConvNystroem, __version__
-from sklearn_convkernel._serialize import parse_architecture
-from sklearn_convkernel.datasets import load_fashion_mnist
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tile_cost import cpu_name  # noqa: E402
+
+from sklearn_convkernel import ConvNystroem, __version__  # noqa: E402
+from sklearn_convkernel._serialize import parse_architecture  # noqa: E402
+from sklearn_convkernel.datasets import load_fashion_mnist  # noqa: E402
 
 
 def peak_rss_gb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # kB on Linux
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def parse_args(argv):
