@@ -214,10 +214,14 @@ def _tile_pairs(r0, r1, c0, c1, symmetric):
     return (r1 - r0) * (c1 - c0)
 
 
-def _store_tile_task(prog, Xr, tr, r0, Yc, tc, c0, symmetric, path, index):
+def _store_tile_task(prog, data, r0, c0, symmetric, path, index):
     # computes one tile and writes it into the store file itself (a worker of a
     # process or dask backend too, on a shared filesystem): only the tile's
-    # number travels back
+    # number travels back.  The images and tapes come as one tuple, which
+    # joblib's dask backend ships with the task instead of scattering it to
+    # some worker: a task whose worker dies is then simply run again elsewhere
+    # (scattered data would die with its worker and stall the run).
+    Xr, tr, Yc, tc = data
     _, _, block = _tile_task(prog, Xr, tr, r0, Yc, tc, c0, symmetric)
     write_tile(path, block, r0, c0, symmetric)
     return index
@@ -285,7 +289,7 @@ def _gram_into_store(prog, Xf, tx, sx, Yf, ty, symmetric, n_jobs, verbose, store
     total = sum(_tile_pairs(r0, r1, c0, c1, symmetric) for (r0, r1), (c0, c1) in tiles)
     left = sum(_tile_pairs(*tiles[t][0], *tiles[t][1], symmetric) for t in todo)
     tasks = (
-        delayed(_store_tile_task)(prog, Xf[r0:r1], tx[r0:r1], r0, Yf[c0:c1], ty[c0:c1], c0,
+        delayed(_store_tile_task)(prog, (Xf[r0:r1], tx[r0:r1], Yf[c0:c1], ty[c0:c1]), r0, c0,
                                   symmetric, store.path, t)
         for t, ((r0, r1), (c0, c1)) in ((t, tiles[t]) for t in todo)
     )

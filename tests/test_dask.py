@@ -74,8 +74,8 @@ def test_store_survives_a_killed_worker_and_resumes(client, tmp_path):
 
     killer = threading.Thread(target=kill_one_worker)
     killer.start()
-    # joblib's dask backend keeps the tasks' scattered arguments on some worker:
-    # losing that worker can abort the run; either way the store resumes
+    # dask runs the killed worker's tasks again elsewhere (their data travel with
+    # them); should the run still fail, the store resumes below
     try:
         with parallel_config(backend="dask"):
             conv_kernel(X, architecture=ARCH, kind="ntk", out=path, tile_size=tile)
@@ -114,7 +114,7 @@ def test_store_tasks_return_only_the_tile_number(tmp_path):
     key = make_key(X, None, ARCH, "ntk", np.float64, "auto")
     with GramStore.open(tmp_path / "K.npy", key, (4, 4), True, 2, 2) as store:
         (r0, r1), (c0, c1) = store.tiles()[1]
-        res = _store_tile_task(prog, Xf[r0:r1], tx[r0:r1], r0, Xf[c0:c1], tx[c0:c1], c0, True,
+        res = _store_tile_task(prog, (Xf[r0:r1], tx[r0:r1], Xf[c0:c1], tx[c0:c1]), r0, c0, True,
                                store.path, 1)
     assert res == 1
     K = np.load(tmp_path / "K.npy")
