@@ -11,6 +11,7 @@ from importlib import metadata as _metadata
 
 from sklearn_convkernel import arch, presets
 from sklearn_convkernel._cache import KernelCache, get_default_cache
+from sklearn_convkernel._conv_nystroem import ConvNystroem
 from sklearn_convkernel._estimators import (
     CKNClassifier,
     CKNRegressor,
@@ -24,6 +25,8 @@ from sklearn_convkernel._estimators import (
 )
 from sklearn_convkernel._gram import conv_kernel
 from sklearn_convkernel._nystrom import CKNFeatures
+from sklearn_convkernel._serialize import architecture_from_json, architecture_to_json
+from sklearn_convkernel._store import load_gram
 from sklearn_convkernel._supervised import SupervisedCKNClassifier
 from sklearn_convkernel._transformers import ConvKernel, default_architecture
 
@@ -36,7 +39,11 @@ __all__ = [
     "arch",
     "presets",
     "conv_kernel",
+    "load_gram",
+    "architecture_to_json",
+    "architecture_from_json",
     "ConvKernel",
+    "ConvNystroem",
     "KernelCache",
     "get_default_cache",
     "default_architecture",

@@ -1,4 +1,7 @@
-"""Command line: ``python -m sklearn_convkernel demo`` (also ``sklearn-convkernel demo``).
+"""Command line: ``sklearn-convkernel COMMAND`` (also ``python -m sklearn_convkernel COMMAND``).
+
+``gram`` computes an exact kernel matrix from ``.npy`` files into a resumable
+store (see :mod:`sklearn_convkernel._gram_cli`).
 
 ``demo`` classifies a part of the shipped Fashion-MNIST subset with
 
@@ -15,27 +18,55 @@ and prints test accuracy, wall time and kernel throughput.
 """
 
 import argparse
+import os
 import sys
 import time
 
 import numpy as np
 
-COMMANDS = ("demo",)
+COMMANDS = ("demo", "gram")
 
 N_TRAIN_MAX = 2000
 N_TEST_MAX = 1000
 N_TRAIN_CKN = 400
 
 
-def _build_parser():
+DEMO_EXAMPLE = "demo --n-train 400 --n-test 400"
+
+
+def _prog_name():
+    """The command as the user typed it (for usage lines and examples)."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if name in ("__main__.py", "-m", "-c", ""):
+        return "python -m sklearn_convkernel"
+    if name.startswith("sklearn-convkernel") or name.startswith("sklearn_convkernel"):
+        return name
+    return "sklearn-convkernel"
+
+
+def _build_parser(prog=None):
+    from sklearn_convkernel import __version__
+    from sklearn_convkernel._gram_cli import GRAM_EXAMPLE, GRAM_HELP, add_gram_parser
+
+    prog = _prog_name() if prog is None else prog
+    demo_help = "Fashion-MNIST: RBF SVC baseline vs CKN / CNTK / CNN-GP exact-kernel models"
+    epilog = "commands:\n" + "".join(
+        f"  {name:<6}{help_}\n          example: {prog} {example}\n"
+        for name, help_, example in (("demo", demo_help, DEMO_EXAMPLE),
+                                     ("gram", GRAM_HELP, GRAM_EXAMPLE))
+    ) + f"\n'{prog} COMMAND --help' describes a command's options."
     parser = argparse.ArgumentParser(
-        prog="python -m sklearn_convkernel",
-        description="sklearn-convkernel command line.",
+        prog=prog,
+        description="sklearn-convkernel command line: exact convolutional kernels.",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_gram_parser(sub, prog)
     demo = sub.add_parser(
         "demo",
-        help="Fashion-MNIST: RBF SVC baseline vs CKN / CNTK / CNN-GP exact-kernel models",
+        help=demo_help,
         description=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -222,12 +253,15 @@ def run_demo(n_train=400, n_test=400, n_jobs=-1):
     return rows
 
 
-def main(argv=None):
-    parser = _build_parser()
+def main(argv=None, prog=None):
+    """Entry point of ``sklearn-convkernel``; returns the exit status."""
+    parser = _build_parser(prog)
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in ("-h", "--help"):
         parser.print_help()
         return 0
+    if argv and argv[0] == "--version":
+        parser.parse_args(argv[:1])  # prints the version and exits 0
     if not argv or argv[0] not in COMMANDS:
         parser.print_usage(sys.stderr)
         if argv:
@@ -243,6 +277,10 @@ def main(argv=None):
             parser.error(str(exc))  # exits 2
         run_demo(n_train=args.n_train, n_test=args.n_test, n_jobs=args.n_jobs)
         return 0
+    if args.command == "gram":
+        from sklearn_convkernel._gram_cli import run_gram
+
+        return run_gram(args, parser.prog)
     return 2  # pragma: no cover
 
 

@@ -104,14 +104,16 @@ class KernelComputer:
     def all_outputs(self, Xf, Yf=None):
         """Every read-out of K(X, Y): array (n_outputs, n_X, n_Y)."""
         if self.cache is not None:
-            K = self.cache.kernel(self.key, self.prog, Xf, Yf, n_jobs=self.n_jobs)
+            K = self.cache.kernel(self.key, self.prog, Xf, Yf, n_jobs=self.n_jobs,
+                                  verbose=self.verbose)
             if K is not None and self.flip is not None:
                 F = self._cached_flip_block(Xf, Yf)
                 K = None if F is None else (K + F) * 0.5
             if K is not None:
                 return K
-        tx, sx = self_passes(self.prog, Xf, self.n_jobs)
-        ty = None if Yf is None else self_passes(self.prog, Yf, self.n_jobs)[0]
+        tx, sx = self_passes(self.prog, Xf, self.n_jobs, verbose=self.verbose)
+        ty = (None if Yf is None
+              else self_passes(self.prog, Yf, self.n_jobs, verbose=self.verbose)[0])
         flipped = None
         if self.flip is not None:
             flipped, sx = flip_arguments(self.prog, self.flip, Xf, tx, sx, Yf, ty, self.n_jobs)
@@ -154,7 +156,8 @@ class KernelComputer:
                 requests.append((Fx[G], Yf, cols[:start]))
             for A, B, C in requests:
                 if len(C):
-                    K = self.cache.kernel(self.key, self.prog, A, B[C], n_jobs=self.n_jobs)
+                    K = self.cache.kernel(self.key, self.prog, A, B[C], n_jobs=self.n_jobs,
+                                          verbose=self.verbose)
                     if K is None:
                         return None
                     out[:, G[:, None], C[None, :]] = K
@@ -168,14 +171,15 @@ class KernelComputer:
     def self_kernel(self, Xf):
         """k(x, x) for each image: array (n_X,) (flip-averaged with ``augment``)."""
         if self.flip is not None:
-            tx, sx = self_passes(self.prog, Xf, self.n_jobs)
+            tx, sx = self_passes(self.prog, Xf, self.n_jobs, verbose=self.verbose)
             _, sx = flip_arguments(self.prog, self.flip, Xf, tx, sx, n_jobs=self.n_jobs)
             return np.array(sx[:, self.output])
         if self.cache is not None:
-            d = self.cache.self_kernel(self.key, self.prog, Xf, n_jobs=self.n_jobs)
+            d = self.cache.self_kernel(self.key, self.prog, Xf, n_jobs=self.n_jobs,
+                                       verbose=self.verbose)
             if d is not None:
                 return np.array(d[self.output])
-        _, sx = self_passes(self.prog, Xf, self.n_jobs)
+        _, sx = self_passes(self.prog, Xf, self.n_jobs, verbose=self.verbose)
         return np.array(sx[:, self.output])
 
 

@@ -285,7 +285,7 @@ class KernelCache:
             del self._stores[others.pop(0)]
         return True
 
-    def kernel(self, key, prog, Xf, Yf=None, *, n_jobs=None):
+    def kernel(self, key, prog, Xf, Yf=None, *, n_jobs=None, verbose=0):
         """All outputs of K(X, Y), shape (n_outputs, n_X, n_Y), using and filling the cache.
 
         ``key`` identifies the compiled program (architecture, kind, dtype,
@@ -306,21 +306,21 @@ class KernelCache:
                     stacklevel=3,
                 )
                 return None
-        ix = self._register(store, Xf, kx, n_jobs)
-        iy = ix if Yf is None else self._register(store, Yf, ky, n_jobs)
-        self._fill(store, ix, iy, n_jobs)
+        ix = self._register(store, Xf, kx, n_jobs, verbose)
+        iy = ix if Yf is None else self._register(store, Yf, ky, n_jobs, verbose)
+        self._fill(store, ix, iy, n_jobs, verbose)
         with self._lock:
             self.requested_entries_ += len(ix) * len(iy)
             return store.K[:, ix][:, :, iy]
 
-    def self_kernel(self, key, prog, Xf, *, n_jobs=None):
+    def self_kernel(self, key, prog, Xf, *, n_jobs=None, verbose=0):
         """The self kernels k(x, x) of each image: (n_outputs, n_X)."""
         kx = _image_keys(Xf)
         with self._lock:
             store = self._store(key, prog, Xf.dtype, Xf.shape[1])
             if not self._make_room(store, store.count_new(kx)):
                 return None
-        ix = self._register(store, Xf, kx, n_jobs)
+        ix = self._register(store, Xf, kx, n_jobs, verbose)
         with self._lock:
             return store.K[:, ix, ix]
 
@@ -328,7 +328,7 @@ class KernelCache:
         """Wait (lock released) until another request commits or releases a claim."""
         self._changed.wait()
 
-    def _register(self, store, Xf, keys, n_jobs):
+    def _register(self, store, Xf, keys, n_jobs, verbose=0):
         """Slots of the images Xf, computing the self passes of new ones outside the lock."""
         while True:
             with self._lock:
@@ -340,7 +340,7 @@ class KernelCache:
                     continue
             try:
                 X_new = Xf[rows]
-                tapes, self_out = self_passes(store.prog, X_new, n_jobs)
+                tapes, self_out = self_passes(store.prog, X_new, n_jobs, verbose=verbose)
             except BaseException:
                 with self._lock:
                     store.pending.difference_update(new)
@@ -351,7 +351,7 @@ class KernelCache:
                 store.commit_images(X_new, new, tapes, self_out)
                 self._changed.notify_all()
 
-    def _fill(self, store, ix, iy, n_jobs):
+    def _fill(self, store, ix, iy, n_jobs, verbose=0):
         """Compute the unknown entries among the pairs ix x iy, outside the lock."""
         while True:
             with self._lock:
@@ -364,7 +364,7 @@ class KernelCache:
                 X = store.X[: store.n]
                 T = store.tapes[: store.n]
             try:
-                vals = pair_values(store.prog, X, T, X, T, lo, hi, n_jobs)
+                vals = pair_values(store.prog, X, T, X, T, lo, hi, n_jobs, verbose=verbose)
             except BaseException:
                 with self._lock:
                     store.set_claimed(lo, hi, False)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numbers
 import os
-import time
 
 import numpy as np
 from joblib import delayed, effective_n_jobs
@@ -20,6 +19,15 @@ from sklearn_convkernel import arch as A
 from sklearn_convkernel._augment import FlipPlan, check_augment
 from sklearn_convkernel._parallel import parallel
 from sklearn_convkernel._plan import KINDS, SPATIAL_MODES, make_plan
+from sklearn_convkernel._progress import progress
+from sklearn_convkernel._store import (
+    GramStore,
+    check_not_backing,
+    make_key,
+    place_block,
+    tile_list,
+    write_tile,
+)
 
 __all__ = ["conv_kernel", "check_images", "compile_architecture", "self_passes", "pair_values",
            "gram", "flip_arguments"]
@@ -135,7 +143,7 @@ def _self_task(prog, Xf, start):
     return start, tapes, self_out
 
 
-def self_passes(prog, Xf, n_jobs=None, chunk=None):
+def self_passes(prog, Xf, n_jobs=None, chunk=None, verbose=0):
     """Per-image self passes: tapes (n, tape_len) and self kernels (n, n_outputs)."""
     n = Xf.shape[0]
     n_jobs = effective_n_jobs(n_jobs)
@@ -144,9 +152,11 @@ def self_passes(prog, Xf, n_jobs=None, chunk=None):
     tapes = np.empty((n, prog.tape_len), dtype=Xf.dtype)
     self_out = np.empty((n, prog.n_outputs), dtype=Xf.dtype)
     tasks = (delayed(_self_task)(prog, Xf[a:b], a) for a, b in _chunks(n, chunk))
-    for a, t, s in _parallel(n_jobs)(tasks):
-        tapes[a:a + len(t)] = t
-        self_out[a:a + len(s)] = s
+    with progress(n, "self passes", verbose, unit="images") as bar:
+        for a, t, s in _parallel(n_jobs)(tasks):
+            tapes[a:a + len(t)] = t
+            self_out[a:a + len(s)] = s
+            bar.update(len(t))
     return tapes, self_out
 
 
@@ -167,7 +177,7 @@ def _list_task(prog, X, tx, Y, ty, ii, jj, start):
     return start, out
 
 
-def pair_values(prog, X, tx, Y, ty, ii, jj, n_jobs=None, chunk=None):
+def pair_values(prog, X, tx, Y, ty, ii, jj, n_jobs=None, chunk=None, verbose=0):
     """Kernel outputs of the pairs (X[ii[t]], Y[jj[t]]): array (n_pairs, n_outputs)."""
     ii = np.ascontiguousarray(ii, dtype=np.int64)
     jj = np.ascontiguousarray(jj, dtype=np.int64)
@@ -181,8 +191,10 @@ def pair_values(prog, X, tx, Y, ty, ii, jj, n_jobs=None, chunk=None):
     tasks = (
         delayed(_list_task)(prog, X, tx, Y, ty, ii[a:b], jj[a:b], a) for a, b in _chunks(n, chunk)
     )
-    for a, vals in _parallel(n_jobs)(tasks):
-        out[a:a + len(vals)] = vals
+    with progress(n, "kernel entries", verbose) as bar:
+        for a, vals in _parallel(n_jobs)(tasks):
+            out[a:a + len(vals)] = vals
+            bar.update(len(vals))
     return out
 
 
@@ -201,8 +213,29 @@ def default_tile_size(nx, ny, symmetric, n_jobs, max_tile=32):
     return tile
 
 
+def _tile_pairs(r0, r1, c0, c1, symmetric):
+    """Kernel entries a tile computes (pairs i < j only, for a symmetric Gram)."""
+    if symmetric and r0 == c0:
+        m = r1 - r0
+        return m * (m - 1) // 2
+    return (r1 - r0) * (c1 - c0)
+
+
+def _store_tile_task(prog, data, r0, c0, symmetric, path, index):
+    # computes one tile and writes it into the store file itself (a worker of a
+    # process or dask backend too, on a shared filesystem): only the tile's
+    # number travels back.  The images and tapes come as one tuple, which
+    # joblib's dask backend ships with the task instead of scattering it to
+    # some worker: a task whose worker dies is then simply run again elsewhere
+    # (scattered data would die with its worker and stall the run).
+    _, _, block = _tile_task(prog, data[0], data[1], r0, data[2], data[3], c0, symmetric,
+                             *data[4:])
+    write_tile(path, block, r0, c0, symmetric)
+    return index
+
+
 def gram(prog, Xf, tx, sx=None, Yf=None, ty=None, *, n_jobs=None, tile_size=None,
-         verbose=0, out=None, flipped=None):
+         verbose=0, out=None, flipped=None, store=None):
     """Assemble K(X, Y) (or the symmetric K(X, X) when Yf is None) tile by tile.
 
     Parameters
@@ -220,6 +253,10 @@ def gram(prog, Xf, tx, sx=None, Yf=None, ty=None, *, n_jobs=None, tile_size=None
         The column images flipped left-right and their tapes: every entry is
         then ``(K(x, y) + K(x, flip y)) / 2`` (``sx`` must hold that average
         for the symmetric case; see :mod:`~sklearn_convkernel._augment`).
+    store : GramStore, optional
+        Compute only the store's unfinished tiles, written into its file by
+        the tasks and logged as they finish (``out`` and ``tile_size`` are
+        then ignored); returns None.
 
     Returns
     -------
@@ -230,40 +267,26 @@ def gram(prog, Xf, tx, sx=None, Yf=None, ty=None, *, n_jobs=None, tile_size=None
         Yf, ty = Xf, tx
     nx, ny = Xf.shape[0], Yf.shape[0]
     n_jobs = effective_n_jobs(n_jobs)
+    if store is not None:
+        return _gram_into_store(prog, Xf, tx, sx, Yf, ty, symmetric, n_jobs, verbose, store,
+                                flipped)
     if tile_size is None:
         tile = default_tile_size(nx, ny, symmetric, n_jobs)
     else:
         tile = int(tile_size)
     if out is None:
         out = np.empty((prog.n_outputs, nx, ny), dtype=Xf.dtype)
-    # for K(X, X) keep only tiles holding some pair i < j (the rest is mirrored)
-    tiles = [
-        (r, c)
-        for r in _chunks(nx, tile)
-        for c in _chunks(ny, tile)
-        if not symmetric or c[1] - 1 > r[0]
-    ]
-    Ff, tf = flipped if flipped is not None else (None, None)
+    tiles = tile_list(nx, ny, tile, symmetric)
     tasks = (
         delayed(_tile_task)(prog, Xf[r0:r1], tx[r0:r1], r0, Yf[c0:c1], ty[c0:c1], c0, symmetric,
-                            *((Ff[c0:c1], tf[c0:c1]) if Ff is not None else ()))
+                            *_flipped_columns(flipped, c0, c1))
         for (r0, r1), (c0, c1) in tiles
     )
-    t0 = time.perf_counter()
-    n_tiles = len(tiles)
-    step = max(1, n_tiles // 10)
-    for done, (r0, c0, block) in enumerate(_parallel(n_jobs)(tasks), start=1):
-        r1, c1 = r0 + block.shape[1], c0 + block.shape[2]
-        if symmetric:
-            # only the entries with i < j were computed in this block
-            upper = np.arange(r0, r1)[:, None] < np.arange(c0, c1)[None, :]
-            for o in range(prog.n_outputs):
-                out[o, r0:r1, c0:c1][upper] = block[o][upper]
-        else:
-            out[:, r0:r1, c0:c1] = block
-        if verbose and (done % step == 0 or done == n_tiles):
-            print(f"[sklearn_convkernel] {done}/{n_tiles} tiles, "
-                  f"{time.perf_counter() - t0:.1f}s", flush=True)
+    total = sum(_tile_pairs(r0, r1, c0, c1, symmetric) for (r0, r1), (c0, c1) in tiles)
+    with progress(total, "kernel entries", verbose) as bar:
+        for r0, c0, block in _parallel(n_jobs)(tasks):
+            place_block(out, block, r0, c0, symmetric)
+            bar.update(_tile_pairs(r0, r0 + block.shape[1], c0, c0 + block.shape[2], symmetric))
     if symmetric:
         iu = np.triu_indices(nx, 1)
         for o in range(prog.n_outputs):
@@ -271,6 +294,11 @@ def gram(prog, Xf, tx, sx=None, Yf=None, ty=None, *, n_jobs=None, tile_size=None
             K[iu[1], iu[0]] = K[iu]
             K[np.diag_indices(nx)] = sx[:, o]
     return out
+
+
+def _flipped_columns(flipped, c0, c1):
+    """The flipped column images and tapes of a tile, as extra task arguments."""
+    return () if flipped is None else (flipped[0][c0:c1], flipped[1][c0:c1])
 
 
 def flip_arguments(prog, flip, Xf, tx, sx=None, Yf=None, ty=None, n_jobs=None):
@@ -292,6 +320,24 @@ def flip_arguments(prog, flip, Xf, tx, sx=None, Yf=None, ty=None, n_jobs=None):
         diag = pair_values(prog, Xf, tx, Ff, tf, idx, idx, n_jobs)
         return (Ff, tf), (sx + diag) * 0.5
     return (flip.images(Yf), flip.tapes(ty)), sx
+
+
+def _gram_into_store(prog, Xf, tx, sx, Yf, ty, symmetric, n_jobs, verbose, store, flipped):
+    tiles = store.tiles()
+    todo = [t for t in range(len(tiles)) if t not in store.done]
+    total = sum(_tile_pairs(r0, r1, c0, c1, symmetric) for (r0, r1), (c0, c1) in tiles)
+    left = sum(_tile_pairs(*tiles[t][0], *tiles[t][1], symmetric) for t in todo)
+    tasks = (
+        delayed(_store_tile_task)(prog, (Xf[r0:r1], tx[r0:r1], Yf[c0:c1], ty[c0:c1])
+                                  + _flipped_columns(flipped, c0, c1), r0, c0,
+                                  symmetric, store.path, t)
+        for t, ((r0, r1), (c0, c1)) in ((t, tiles[t]) for t in todo)
+    )
+    with progress(total, "kernel entries", verbose, initial=total - left) as bar:
+        for t in _parallel(n_jobs)(tasks):
+            store.mark(t)
+            bar.update(_tile_pairs(*tiles[t][0], *tiles[t][1], symmetric))
+    store.finish(sx if symmetric else None)
 
 
 def conv_kernel(
@@ -337,12 +383,21 @@ def conv_kernel(
         matrices until every worker has at least 4 tiles.  Results do not
         depend on it.
     verbose : int, default=0
-        Print progress when > 0.
+        Show a progress bar (kernel entries, rate, remaining time) on stderr
+        when > 0.
     out : ndarray, str or path-like, default=None
         Where to write the result: a preallocated array of the result's shape
-        and dtype (e.g. a ``numpy.memmap``), or the path of a ``.npy`` file
-        created as a memory map (for Gram matrices larger than memory).
-        Tiles are written as they finish.
+        and dtype (e.g. a ``numpy.memmap``), or the path of a ``.npy`` file:
+        a resumable store (for Gram matrices larger than memory or than one
+        session).  Each tile is written into the file, flushed, and only then
+        logged as finished in ``out + ".progress"``; calling ``conv_kernel``
+        again with the same inputs, architecture, kind, dtype and ``out``
+        after an interruption (even ``kill -9``) computes only the
+        unfinished tiles, with a bitwise identical result.  A store of a
+        different computation raises an error; :func:`load_gram` reads a
+        finished store.  ``X`` and ``Y`` must not be memory maps of ``out``.
+        With a process or dask joblib backend the workers write the tiles
+        into the file themselves (a shared filesystem is needed).
     augment : {None, "hflip"}, default=None
         "hflip" averages over a left-right flip of the second argument:
         ``K(x, y) <- (K(x, y) + K(x, flip y)) / 2`` (flip = reversal of the
@@ -359,7 +414,7 @@ def conv_kernel(
     K : ndarray of shape (n_X, n_Y), or (n_outputs, n_X, n_Y)
         The kernel matrix; when the architecture contains :class:`~.arch.Tap`
         read-outs, one matrix per output (taps first, final output last).
-        ``out`` itself when given.
+        ``out`` itself when given; for a path, the file as a ``numpy.memmap``.
 
     Examples
     --------
@@ -388,6 +443,8 @@ def conv_kernel(
         raise ValueError(f"tile_size must be a positive int or None, got {tile_size!r}.")
     augment = check_augment(augment)
     dt = _check_dtype(dtype)
+    if isinstance(out, (str, os.PathLike)):
+        check_not_backing(out, {"X": X, "Y": Y})
     X = check_images(X, "X", dt)
     symmetric = Y is None
     if not symmetric:
@@ -399,19 +456,13 @@ def conv_kernel(
             )
     prog, plan = compile_architecture(architecture, X.shape[1:], kind, spatial)
     flip = FlipPlan(plan, architecture) if augment else None
-    t0 = time.perf_counter()
-    Xf = X.reshape(X.shape[0], -1)
-    tx, sx = self_passes(prog, Xf, n_jobs)
-    Yf = ty = None
-    if not symmetric:
-        Yf = Y.reshape(Y.shape[0], -1)
-        ty, _ = self_passes(prog, Yf, n_jobs)
-    if verbose:
-        print(f"[sklearn_convkernel] self passes done in {time.perf_counter() - t0:.2f}s "
-              f"({'diagonal-only' if plan.diagonal_only else 'full spatial'} path)", flush=True)
     shape = (X.shape[0], X.shape[0] if symmetric else Y.shape[0])
     if plan.n_outputs > 1:
         shape = (plan.n_outputs,) + shape
+    if isinstance(out, (str, os.PathLike)):
+        return _conv_kernel_store(prog, X, Y, architecture, kind, dt, spatial, n_jobs,
+                                  tile_size, verbose, out, shape, flip, augment)
+    Xf, tx, sx, Yf, ty = _flat_and_tapes(prog, X, Y, n_jobs, verbose)
     result = _output_array(out, shape, dt)
     target = result if plan.n_outputs > 1 else result[np.newaxis]
     flipped = None
@@ -424,12 +475,38 @@ def conv_kernel(
     return result
 
 
+def _flat_and_tapes(prog, X, Y, n_jobs, verbose=0):
+    """Flattened images and their self passes: (Xf, tx, sx, Yf, ty); Y-parts None for K(X, X)."""
+    Xf = X.reshape(X.shape[0], -1)
+    tx, sx = self_passes(prog, Xf, n_jobs, verbose=verbose)
+    Yf = ty = None
+    if Y is not None:
+        Yf = Y.reshape(Y.shape[0], -1)
+        ty, _ = self_passes(prog, Yf, n_jobs, verbose=verbose)
+    return Xf, tx, sx, Yf, ty
+
+
+def _conv_kernel_store(prog, X, Y, architecture, kind, dt, spatial, n_jobs, tile_size,
+                       verbose, path, shape, flip=None, augment=None):
+    """conv_kernel into the resumable store at ``path`` (see :mod:`._store`)."""
+    symmetric = Y is None
+    key = make_key(X, Y, architecture, kind, dt, spatial, augment)
+    default = default_tile_size(shape[-2], shape[-1], symmetric, effective_n_jobs(n_jobs))
+    with GramStore.open(path, key, shape, symmetric, tile_size, default) as store:
+        if not store.complete:
+            Xf, tx, sx, Yf, ty = _flat_and_tapes(prog, X, Y, n_jobs, verbose)
+            flipped = None
+            if flip is not None:
+                flipped, sx = flip_arguments(prog, flip, Xf, tx, sx, Yf, ty, n_jobs)
+            gram(prog, Xf, tx, sx, Yf, ty, n_jobs=n_jobs, verbose=verbose, store=store,
+                 flipped=flipped)
+    return np.load(os.fspath(path), mmap_mode="r+", allow_pickle=False)
+
+
 def _output_array(out, shape, dtype):
     """The array conv_kernel writes into: new, given, or a new .npy memory map."""
     if out is None:
         return np.empty(shape, dtype=dtype)
-    if isinstance(out, (str, os.PathLike)):
-        return np.lib.format.open_memmap(os.fspath(out), mode="w+", dtype=dtype, shape=shape)
     if not isinstance(out, np.ndarray):
         raise ValueError(
             f"out must be None, an ndarray or a file path, got {type(out).__name__}."

@@ -76,7 +76,7 @@ class ConvKernel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, CacheParamMi
         A ``KernelCache`` object: that cache, shared with whoever else holds
         it. None: no caching.
     verbose : int, default=0
-        Progress output when > 0.
+        Progress bars (tqdm, on stderr) for the kernel computation when > 0.
 
     Attributes
     ----------

@@ -28,6 +28,7 @@ def all_estimators():
 # cheap parameters for the checks (small networks valid on 1 x n images)
 CHECK_PARAMS = {
     "ConvKernel": dict(kind="ntk"),
+    "ConvNystroem": dict(kind="ntk", n_components=5, random_state=0),
     "CNTKClassifier": dict(depth=2),
     "CNTKRegressor": dict(depth=2),
     "CNNGPClassifier": dict(depth=2, kernel_size=3),

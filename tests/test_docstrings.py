@@ -7,6 +7,9 @@ import pytest
 
 MODULES = [
     "sklearn_convkernel._gram",
+    "sklearn_convkernel._store",
+    "sklearn_convkernel._serialize",
+    "sklearn_convkernel._conv_nystroem",
     "sklearn_convkernel._transformers",
     "sklearn_convkernel._estimators",
     "sklearn_convkernel.arch",

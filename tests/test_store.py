@@ -1,0 +1,219 @@
+"""Resumable Gram stores: conv_kernel(..., out=PATH), load_gram, crash safety."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from sklearn_convkernel import _gram, conv_kernel, load_gram
+from sklearn_convkernel._store import GramStore, StoreError, sidecar_path, tile_list
+from sklearn_convkernel.arch import Conv, Dense, Flatten, GlobalAvgPool, ReLU, Sequential, Tap
+
+ARCH = Sequential(Conv(3, weight_var=2.0), ReLU(), Conv(3, weight_var=2.0), ReLU(),
+                  GlobalAvgPool(), Dense())
+TAPPED = Sequential(Conv(3, weight_var=2.0), ReLU(), Tap(GlobalAvgPool(), Dense()),
+                    Conv(3, weight_var=2.0), ReLU(), Flatten(), Dense())
+
+
+def _images(n, seed=0, side=6):
+    return np.random.default_rng(seed).random((n, side, side, 1))
+
+
+def _log_lines(path):
+    with open(os.path.join(sidecar_path(path), "tiles.log")) as f:
+        return f.read().split("\n")[:-1]
+
+
+def _count_tiles(monkeypatch):
+    """Record the tile numbers the store path computes."""
+    computed = []
+    original = _gram._store_tile_task
+
+    def counting(*args):
+        computed.append(args[-1])
+        return original(*args)
+
+    monkeypatch.setattr(_gram, "_store_tile_task", counting)
+    return computed
+
+
+@pytest.mark.parametrize("kind", ["nngp", "ntk"])
+@pytest.mark.parametrize("arch", [ARCH, TAPPED], ids=["single", "tapped"])
+@pytest.mark.parametrize("with_y", [False, True])
+def test_store_equals_in_memory_result(tmp_path, kind, arch, with_y):
+    X, Y = _images(11), (_images(5, seed=1) if with_y else None)
+    expected = conv_kernel(X, Y, architecture=arch, kind=kind)
+    path = tmp_path / "K.npy"
+    K = conv_kernel(X, Y, architecture=arch, kind=kind, out=path, tile_size=3, n_jobs=2)
+    assert isinstance(K, np.memmap)
+    np.testing.assert_array_equal(K, expected)
+    np.testing.assert_array_equal(load_gram(path), expected)
+    assert _log_lines(path)[-1] == "complete"
+
+
+def test_rerun_of_a_complete_store_computes_nothing(tmp_path, monkeypatch):
+    X = _images(9)
+    path = tmp_path / "K.npy"
+    first = np.array(conv_kernel(X, architecture=ARCH, out=path, tile_size=2))
+    computed = _count_tiles(monkeypatch)
+    again = conv_kernel(X, architecture=ARCH, out=str(path))
+    assert computed == []
+    np.testing.assert_array_equal(again, first)
+
+
+def test_resume_computes_only_missing_tiles(tmp_path, monkeypatch):
+    X = _images(10)
+    expected = conv_kernel(X, architecture=ARCH, kind="ntk")
+    path = tmp_path / "K.npy"
+    conv_kernel(X, architecture=ARCH, kind="ntk", out=path, tile_size=3)
+    n_tiles = len(tile_list(10, 10, 3, True))
+    # forget some tiles, spoil their entries, and tear the last log line
+    keep = [str(t) for t in range(n_tiles) if t % 3]
+    log = os.path.join(sidecar_path(path), "tiles.log")
+    with open(log, "w") as f:
+        f.write("\n".join(keep) + "\n0")  # "0" without its newline: not finished
+    arr = np.load(path, mmap_mode="r+")
+    arr[:] = -1.0
+    arr.flush()
+    del arr
+    with pytest.raises(StoreError, match=rf"{n_tiles - len(keep)} of {n_tiles} tiles are missing"):
+        load_gram(path)
+    computed = _count_tiles(monkeypatch)
+    K = conv_kernel(X, architecture=ARCH, kind="ntk", out=path)
+    assert sorted(computed) == [t for t in range(n_tiles) if t % 3 == 0]
+    # the kept tiles were not rewritten: their entries are still -1
+    spoiled = np.asarray(K) == -1.0
+    assert spoiled.any()
+    tiles = tile_list(10, 10, 3, True)
+    for t in range(n_tiles):
+        (r0, r1), (c0, c1) = tiles[t]
+        block = np.asarray(K)[r0:r1, c0:c1]
+        upper = np.arange(r0, r1)[:, None] < np.arange(c0, c1)[None, :]
+        if t % 3 == 0:
+            np.testing.assert_array_equal(block[upper], expected[r0:r1, c0:c1][upper])
+        else:
+            assert np.all(block[upper] == -1.0)
+
+
+def test_kill_9_then_resume_is_bitwise_equal(tmp_path, monkeypatch):
+    n, tile = 36, 2
+    path = tmp_path / "K.npy"
+    data = tmp_path / "X.npy"
+    X = np.random.default_rng(3).random((n, 14, 14, 1))
+    np.save(data, X)
+    script = textwrap.dedent(f"""
+        import numpy as np
+        from sklearn_convkernel import conv_kernel, presets
+        X = np.load({str(data)!r})
+        conv_kernel(X, architecture=presets.arora_cntk(3, gap=True), kind="ntk",
+                    out={str(path)!r}, tile_size={tile}, n_jobs=1)
+    """)
+    n_tiles = len(tile_list(n, n, tile, True))
+    rng = random.Random()
+    target = rng.randint(1, n_tiles // 2)
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    log = os.path.join(sidecar_path(path), "tiles.log")
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if os.path.exists(log) and len(_log_lines(path)) >= target:
+                break
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0, 0.02))
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the computation finished before it was killed"
+    done = {int(v) for v in _log_lines(path) if v.isdigit()}
+    assert "complete" not in _log_lines(path) and 0 < len(done) < n_tiles
+    with pytest.raises(StoreError, match="unfinished"):
+        load_gram(path)
+
+    from sklearn_convkernel import presets
+
+    arch = presets.arora_cntk(3, gap=True)
+    expected = conv_kernel(X, architecture=arch, kind="ntk")
+    # every logged tile is on disk before the rerun
+    partial = np.load(path)
+    tiles = tile_list(n, n, tile, True)
+    for t in done:
+        (r0, r1), (c0, c1) = tiles[t]
+        upper = np.arange(r0, r1)[:, None] < np.arange(c0, c1)[None, :]
+        np.testing.assert_array_equal(partial[r0:r1, c0:c1][upper],
+                                      expected[r0:r1, c0:c1][upper])
+    computed = _count_tiles(monkeypatch)
+    K = conv_kernel(X, architecture=arch, kind="ntk", out=path, n_jobs=2)
+    assert sorted(computed) == sorted(set(range(n_tiles)) - done)
+    np.testing.assert_array_equal(K, expected)
+    np.testing.assert_array_equal(load_gram(path, mmap_mode=None), expected)
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(X=_images(9, seed=5)), "content of X"),
+        (dict(architecture=Sequential(Conv(3), ReLU(), GlobalAvgPool(), Dense())),
+         "architecture"),
+        (dict(kind="ntk"), "kind"),
+        (dict(dtype=np.float32), "dtype"),
+        (dict(Y=_images(9, seed=6)), "Y"),
+        (dict(tile_size=3), "tile_size=2"),
+    ],
+)
+def test_a_store_is_never_reused_for_another_computation(tmp_path, change, match):
+    path = tmp_path / "K.npy"
+    args = dict(X=_images(9), architecture=ARCH, kind="nngp", dtype=np.float64)
+    conv_kernel(out=path, tile_size=2, **args)
+    before = np.load(path)
+    with pytest.raises(StoreError, match=match):
+        conv_kernel(out=path, **{**args, **change})
+    np.testing.assert_array_equal(np.load(path), before)
+
+
+def test_load_gram_refuses_what_is_not_a_finished_store(tmp_path):
+    plain = tmp_path / "plain.npy"
+    np.save(plain, np.eye(3))
+    with pytest.raises(StoreError, match="no store record"):
+        load_gram(plain)
+    with pytest.raises(FileNotFoundError):
+        load_gram(tmp_path / "missing.npy")
+    path = tmp_path / "K.npy"
+    conv_kernel(_images(6), architecture=ARCH, out=path, tile_size=2)
+    log = os.path.join(sidecar_path(path), "tiles.log")
+    with open(log) as f:
+        lines = f.read().split("\n")
+    with open(log, "w") as f:  # every tile, no diagonal
+        f.write("\n".join(v for v in lines if v.isdigit()) + "\n")
+    with pytest.raises(StoreError, match="diagonal"):
+        load_gram(path)
+
+
+def test_input_mapped_from_the_output_file_is_refused(tmp_path):
+    path = tmp_path / "K.npy"
+    np.save(path, _images(5))
+    Xm = np.load(path, mmap_mode="r")
+    with pytest.raises(StoreError, match="X is a memory map of out"):
+        conv_kernel(Xm, architecture=ARCH, out=path)
+    with pytest.raises(StoreError, match="Y is a memory map of out"):
+        conv_kernel(_images(5), Xm[1:], architecture=ARCH, out=str(path))
+    np.testing.assert_array_equal(Xm, _images(5))  # untouched
+
+
+def test_a_store_in_use_is_locked(tmp_path):
+    path = tmp_path / "K.npy"
+    X = _images(5)
+    conv_kernel(X, architecture=ARCH, out=path)
+    from sklearn_convkernel._store import make_key
+
+    key = make_key(X.astype(np.float64), None, ARCH, "nngp", np.float64, "auto")
+    with GramStore.open(path, key, (5, 5), True, None, 32):
+        with pytest.raises(StoreError, match="another process"):
+            conv_kernel(X, architecture=ARCH, out=path)
+    np.testing.assert_array_equal(conv_kernel(X, architecture=ARCH, out=path),
+                                  conv_kernel(X, architecture=ARCH))
