@@ -144,13 +144,13 @@ def test_concurrent_requests_for_the_same_entries_compute_them_once(images, monk
     pairs_computed, images_computed = [], []
     real_pairs, real_self = _cache.pair_values, _cache.self_passes
 
-    def pair_values(prog, X, tx, Y, ty, ii, jj, n_jobs=None):
+    def pair_values(prog, X, tx, Y, ty, ii, jj, n_jobs=None, verbose=0):
         pairs_computed.append(len(ii))
         computing.set()
         assert release.wait(TIMEOUT)
         return real_pairs(prog, X, tx, Y, ty, ii, jj, n_jobs)
 
-    def self_passes(prog, Xf, n_jobs=None):
+    def self_passes(prog, Xf, n_jobs=None, verbose=0):
         images_computed.append(len(Xf))
         return real_self(prog, Xf, n_jobs)
 
