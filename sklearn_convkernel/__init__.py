@@ -23,6 +23,7 @@ from sklearn_convkernel._estimators import (
 from sklearn_convkernel._finite import FiniteNetwork, empirical_kernel, sample_network
 from sklearn_convkernel._gram import conv_kernel
 from sklearn_convkernel._nystrom import CKNFeatures
+from sklearn_convkernel._preprocessing import PatchFeatures, ZCAWhitening
 from sklearn_convkernel._supervised import SupervisedCKNClassifier
 from sklearn_convkernel._transformers import ConvKernel, default_architecture
 
@@ -43,6 +44,8 @@ __all__ = [
     "CKNRegressor",
     "CKNFeatures",
     "SupervisedCKNClassifier",
+    "ZCAWhitening",
+    "PatchFeatures",
     "CNNGPClassifier",
     "CNNGPRegressor",
     "CNTKClassifier",
