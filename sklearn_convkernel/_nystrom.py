@@ -460,7 +460,8 @@ def transform_batches(layers, X4, dtype, batch_size, n_jobs):
             for sl in slices:
                 run(sl)
         else:
-            Parallel(n_jobs=jobs, backend="threading")(delayed(run)(sl) for sl in slices)
+            Parallel(n_jobs=jobs, prefer="threads", require="sharedmem")(
+                delayed(run)(sl) for sl in slices)
     return out
 
 
