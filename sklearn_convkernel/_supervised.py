@@ -8,7 +8,10 @@ the ridge classifier fitted on their features, i.e. ``CKNFeatures`` +
 ``RidgeClassifierCV`` -- and alternates, epoch by epoch:
 
 1. mini-batch Adam on the anchors of every layer, the head ``(W, b)`` fixed,
-   descending the training squared loss ``mean_i ||W^T g(x_i) + b - y_i||^2``;
+   descending the training squared hinge loss
+   ``mean_i sum_j max(0, 1 - y_ij s_ij)^2`` of the scores
+   ``s_i = W^T g(x_i) + b`` (Mairal's loss; ``loss="squared"``: the ridge
+   loss ``mean_i ||s_i - y_i||^2``);
 2. an exact refit of the ridge head (penalty chosen by leave-one-out among
    ``alphas``) on the new features.
 
@@ -47,7 +50,7 @@ from numbers import Integral, Real
 import numpy as np
 from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
-from sklearn.linear_model import RidgeClassifierCV
+from sklearn.linear_model import RidgeCV
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -190,16 +193,24 @@ def squared_hinge_loss(scores, Y):
     return float(np.einsum("ij,ij->", R, R)) / n, (-2.0 / n) * Y * R
 
 
+def accuracy(scores, codes):
+    """Fraction of rows whose predicted class (argmax, or sign of one column) is codes."""
+    pred = (scores[:, 0] > 0).astype(int) if scores.shape[1] == 1 else scores.argmax(axis=1)
+    return float(np.mean(pred == codes))
+
+
 ANCHOR_LOSSES = {"squared": squared_loss, "squared_hinge": squared_hinge_loss}
 
 
-def fit_head(F, codes, alphas):
-    """RidgeClassifierCV (leave-one-out choice among ``alphas``) on features F.
+def fit_head(F, Y, alphas):
+    """Ridge regression of the targets Y on features F, penalty chosen by leave-one-out.
 
-    Returns (W (d, n_targets), b (n_targets,), the fitted RidgeClassifierCV).
+    This is :class:`~sklearn.linear_model.RidgeClassifierCV` (which regresses
+    the same +-1 targets), also when some class is missing from F's rows.
+    Returns (W (d, n_targets), b (n_targets,), alpha).
     """
-    head = RidgeClassifierCV(alphas=alphas).fit(F, codes)
-    return np.atleast_2d(head.coef_).T, np.atleast_1d(head.intercept_), head
+    head = RidgeCV(alphas=alphas).fit(F, Y)
+    return np.atleast_2d(head.coef_).T, np.atleast_1d(head.intercept_), float(head.alpha_)
 
 
 class _Adam:
@@ -239,9 +250,9 @@ class SupervisedCKNClassifier(ClassifierMixin, BaseEstimator):
     ``CKNFeatures`` + ``RidgeClassifierCV`` with the same parameters; (2)
     holds out ``validation_fraction`` of the training images (stratified);
     (3) for up to ``max_iter`` epochs runs mini-batch Adam on the anchors of
-    every layer (analytic gradients of the training squared loss with the
-    head fixed, step size ``learning_rate`` cosine-decayed over
-    ``max_iter`` epochs), refits the head on the new features and scores the
+    every layer (analytic gradients of the training ``loss`` with the head
+    fixed, step size ``learning_rate`` cosine-decayed over ``max_iter``
+    epochs), refits the head on the new features and scores the
     validation images; (4) keeps the iterate with the best validation
     accuracy (the warm start included; stops after ``n_iter_no_change``
     epochs without improvement) and refits its head on all training images.
@@ -275,9 +286,11 @@ class SupervisedCKNClassifier(ClassifierMixin, BaseEstimator):
         every refit (as :class:`~sklearn.linear_model.RidgeClassifierCV`).
     max_iter : int, default=10
         Maximum number of epochs of anchor training (0: the warm start).
-    learning_rate : float, default=1e-3
-        Adam step size of the anchors (unit vectors), cosine-decayed to 0 over
-        ``max_iter`` epochs.
+    learning_rate : float or sequence of float, default=0.02
+        Step of the anchors (unit vectors), in radians per Adam step (the Adam
+        step size divided by the square root of the patch dimension),
+        cosine-decayed to 0 over ``max_iter`` epochs; one value per layer
+        allowed (0 freezes a layer).
     validation_fraction : float or None, default=0.2
         Fraction of the training images held out (stratified) to select the
         epoch; None trains on all images for ``max_iter`` epochs and keeps the
@@ -286,6 +299,9 @@ class SupervisedCKNClassifier(ClassifierMixin, BaseEstimator):
         Stop after this many epochs without a better validation accuracy.
     batch_size : int, default=64
         Images per mini-batch (also the batch size of the feature passes).
+    loss : {"squared_hinge", "squared"}, default="squared_hinge"
+        Loss of the head's scores (targets +-1 per class) whose gradient
+        trains the anchors; the head itself is always fitted by ridge.
     image_shape : tuple (H, W) or (H, W, C), default=None
         Shape of one image when X is given as flat rows (one entry may be -1).
     dtype : {"float32", "float64"}, default="float32"
@@ -311,8 +327,8 @@ class SupervisedCKNClassifier(ClassifierMixin, BaseEstimator):
     alpha_ : float
         Ridge penalty of the final head.
     loss_curve_ : list of float
-        Training squared loss of the head refitted after each epoch (entry 0:
-        the warm start), on the training part of the split.
+        Training ``loss`` of the head refitted after each epoch (entry 0: the
+        warm start), on the training part of the split.
     validation_scores_ : list of float
         Validation accuracy after each epoch (entry 0: the warm start);
         empty when ``validation_fraction`` is None.
@@ -353,7 +369,6 @@ class SupervisedCKNClassifier(ClassifierMixin, BaseEstimator):
         "learning_rate": [Interval(Real, 0, None, closed="left"), tuple, list],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither"), None],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
-        "cross_fit": ["boolean"],
         "loss": [StrOptions(set(ANCHOR_LOSSES))],
         "dtype": [StrOptions({"float32", "float64"})],
         "verbose": ["verbose"],
@@ -362,8 +377,8 @@ class SupervisedCKNClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, n_filters=(64, 256), *, patch_sizes=(3, 3), subsamplings=(2, 3),
                  kernel="exp", sigma=0.6, pooling="gaussian", n_patches=50000, kmeans_iter=10,
                  regularization=1e-3, alphas=(0.1, 1.0, 10.0), max_iter=10,
-                 learning_rate=1e-3, validation_fraction=0.2, n_iter_no_change=3,
-                 batch_size=64, cross_fit=True, loss="squared_hinge", image_shape=None,
+                 learning_rate=0.02, validation_fraction=0.2, n_iter_no_change=3,
+                 batch_size=64, loss="squared_hinge", image_shape=None,
                  dtype="float32", n_jobs=None, random_state=None, verbose=0):
         self.n_filters = n_filters
         self.patch_sizes = patch_sizes
@@ -380,7 +395,6 @@ class SupervisedCKNClassifier(ClassifierMixin, BaseEstimator):
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.batch_size = batch_size
-        self.cross_fit = cross_fit
         self.loss = loss
         self.image_shape = image_shape
         self.dtype = dtype
@@ -519,14 +533,14 @@ class SupervisedCKNClassifier(ClassifierMixin, BaseEstimator):
         tr, va = self._split(codes, rng)
         Y = ridge_targets(codes, len(self.classes_))
         F = self._all_features(X4)
-        W, b, head = fit_head(F[tr], codes[tr], alphas)
+        W, b, alpha = fit_head(F[tr], Y[tr], alphas)
         objective = ANCHOR_LOSSES[self.loss]
         self.loss_curve_ = [objective(F[tr] @ W + b, Y[tr])[0]]
         self.validation_scores_ = []
         best = (np.inf, 0, [layer.anchors.copy() for layer in self.layers_], F)
         if va is not None:
             val_loss = objective(F[va] @ W + b, Y[va])[0]
-            self.validation_scores_.append(float(np.mean(head.predict(F[va]) == codes[va])))
+            self.validation_scores_.append(accuracy(F[va] @ W + b, codes[va]))
             best = ((-self.validation_scores_[0], val_loss), 0, best[2], F)
         if self.verbose:
             val = f", validation {self.validation_scores_[0]:.4f}" if va is not None else ""
@@ -548,24 +562,10 @@ class SupervisedCKNClassifier(ClassifierMixin, BaseEstimator):
         self.n_iter_ = 0
         for epoch in range(self.max_iter):
             order = tr[rng.permutation(len(tr))]
-            if self.cross_fit:
-                # each half of the training part is fitted by the head of the other half
-                halves = [np.sort(order[: len(order) // 2]), np.sort(order[len(order) // 2:])]
-                heads = [fit_head(F[h], codes[h], alphas)[:2] for h in halves]
-                orders = [h[rng.permutation(len(h))] for h in halves]
-                hb = max(1, bs)
             with threadpool_limits(limits=1, user_api="blas"):
                 for s in range(steps_per_epoch):
-                    if self.cross_fit:
-                        half = s % 2
-                        o = orders[half]
-                        k = (s // 2) * hb % max(len(o), 1)
-                        batch = np.sort(o[k:k + hb])
-                        Wh, bh = heads[1 - half]
-                    else:
-                        batch = np.sort(order[s * bs:(s + 1) * bs])
-                        Wh, bh = W, b
-                    _, grads = self._loss_and_grads(Vs + [Wh, bh], X4[batch], Y[batch])
+                    batch = np.sort(order[s * bs:(s + 1) * bs])
+                    _, grads = self._loss_and_grads(Vs + [W, b], X4[batch], Y[batch])
                     lr = 0.5 * (1.0 + np.cos(np.pi * step / total))
                     opt.step(Vs, grads[:L], [lr * scale for scale in lr_scales])
                     for V in Vs:  # keep the anchor parameters on the sphere
@@ -574,11 +574,11 @@ class SupervisedCKNClassifier(ClassifierMixin, BaseEstimator):
             for layer, V in zip(self.layers_, Vs):
                 layer.set_anchors(V, self.regularization)
             F = self._all_features(X4)
-            W, b, head = fit_head(F[tr], codes[tr], alphas)
+            W, b, alpha = fit_head(F[tr], Y[tr], alphas)
             self.loss_curve_.append(objective(F[tr] @ W + b, Y[tr])[0])
             self.n_iter_ = epoch + 1
             if va is not None:
-                acc = float(np.mean(head.predict(F[va]) == codes[va]))
+                acc = accuracy(F[va] @ W + b, codes[va])
                 self.validation_scores_.append(acc)
                 key = (-acc, objective(F[va] @ W + b, Y[va])[0])
                 if key < best[0]:
@@ -598,8 +598,8 @@ class SupervisedCKNClassifier(ClassifierMixin, BaseEstimator):
         for layer, Z in zip(self.layers_, anchors):
             layer.set_anchors(Z, self.regularization)
         if va is not None:
-            W, b, head = fit_head(F, codes, alphas)
-        self.coef_, self.intercept_, self.alpha_ = W.T.copy(), b.copy(), float(head.alpha_)
+            W, b, alpha = fit_head(F, Y, alphas)
+        self.coef_, self.intercept_, self.alpha_ = W.T.copy(), b.copy(), alpha
 
     def decision_function(self, X):
         """Ridge scores of the classes (for two classes, of ``classes_[1]``).

@@ -155,7 +155,7 @@ def test_no_better_epoch_returns_the_warm_start(small_fmnist):
 def test_training_reduces_the_loss(small_fmnist):
     Xtr, ytr, _, _ = small_fmnist
     clf = SupervisedCKNClassifier(n_filters=(8, 16), max_iter=3, learning_rate=0.05,
-                                  batch_size=32, validation_fraction=None, cross_fit=False,
+                                  batch_size=32, validation_fraction=None,
                                   alphas=(1.0,), random_state=0).fit(Xtr, ytr)
     assert clf.n_iter_ == 3 == clf.best_iteration_ and len(clf.loss_curve_) == 4
     assert clf.validation_scores_ == []
