@@ -163,6 +163,15 @@ def test_training_reduces_the_loss(small_fmnist):
     assert clf.score(Xtr, ytr) > 0.7
 
 
+def test_zero_learning_rate_freezes_a_layer(small_fmnist):
+    Xtr, ytr, _, _ = small_fmnist
+    kw = dict(n_filters=(4, 6), random_state=0, dtype="float64", validation_fraction=None)
+    warm = SupervisedCKNClassifier(max_iter=0, **kw).fit(Xtr, ytr)
+    clf = SupervisedCKNClassifier(max_iter=1, learning_rate=(0.0, 0.05), **kw).fit(Xtr, ytr)
+    np.testing.assert_array_equal(clf.layers_[0].anchors, warm.layers_[0].anchors)
+    assert not np.allclose(clf.layers_[1].anchors, warm.layers_[1].anchors)
+
+
 def test_parallel_config_is_honoured(small_fmnist):
     Xtr, ytr, _, _ = small_fmnist
     clf = SupervisedCKNClassifier(n_filters=(4, 6), dtype="float64", max_iter=0,
@@ -205,3 +214,7 @@ def test_errors():
         SupervisedCKNClassifier(n_filters=3, patch_sizes=3, subsamplings=2,
                                 validation_fraction=0.1,
                                 max_iter=1).fit(X[:2], [0, 1])
+    Xb, yb = np.random.default_rng(1).random((20, 8, 8, 1)), [0, 1] * 10
+    with pytest.raises(ValueError, match="learning_rate has 3 entries"):
+        SupervisedCKNClassifier(n_filters=3, patch_sizes=3, subsamplings=2, max_iter=1,
+                                learning_rate=[0.1, 0.1, 0.1]).fit(Xb, yb)
