@@ -17,6 +17,8 @@ Variants (``--variants``):
     eigenvalue, per-image standardisation).
 ``zca-patch``
     ``ZCAWhitening(mode="patch", patch_size=3)``.
+``zca-patch-nostd``
+    the same without per-image standardisation (``standardize=None``).
 ``patches``
     ``PatchFeatures(n_filters=--n-filters, patch_size=5)`` (k-means
     dictionary, triangle activation): an image with ``--n-filters``
@@ -28,10 +30,17 @@ no test image); the kernels go through one ``KernelCache`` per variant, so
 the search costs about one training Gram.  Wall time covers preprocessing,
 search, refit and test prediction.
 
-Command used for the published figures::
+``--channel-cost`` only times a depth-5 flatten CNTK Gram of 100 random 28x28
+images against the number of input channels (1, 16, 64, 256).
+
+Commands used for the published figures::
+
+    python3 benchmarks/preprocessing_fashion.py --channel-cost --n-jobs 1
 
     python3 benchmarks/preprocessing_fashion.py --n-train 1000 --n-test 1000 \\
-        --variants raw zca-image zca-patch patches --n-jobs 2
+        --variants raw zca-image zca-patch patches --n-filters 16 --n-jobs 2
+    python3 benchmarks/preprocessing_fashion.py --n-train 1000 --n-test 1000 \\
+        --variants zca-patch-nostd patches --n-filters 32 --n-jobs 2
 """
 
 from __future__ import annotations
@@ -65,9 +74,29 @@ def preprocessor(name, n_filters):
         return ZCAWhitening(mode="image", regularization=0.1)
     if name == "zca-patch":
         return ZCAWhitening(mode="patch", patch_size=3, regularization=0.1)
+    if name == "zca-patch-nostd":
+        return ZCAWhitening(mode="patch", patch_size=3, regularization=0.1, standardize=None)
     if name == "patches":
         return PatchFeatures(n_filters=n_filters, patch_size=5, random_state=0)
     raise ValueError(f"unknown variant {name!r}")
+
+
+def channel_cost(n_jobs, n=100):
+    """Time of a depth-5 flatten CNTK Gram of n random 28x28 images with 1, 16, 64, 256 channels."""
+    from sklearn_convkernel import cntk_architecture, conv_kernel
+
+    arch = cntk_architecture(depth=5, gap=False)[0]
+    rng = np.random.default_rng(0)
+    base = None
+    for C in (1, 16, 64, 256):
+        X = rng.random((n, 28, 28, C)).astype(np.float32)
+        conv_kernel(X[:4], architecture=arch, kind="ntk", dtype="float32", n_jobs=n_jobs)
+        t0 = time.perf_counter()
+        conv_kernel(X, architecture=arch, kind="ntk", dtype="float32", n_jobs=n_jobs)
+        per_pair = (time.perf_counter() - t0) / (n * (n + 1) // 2)
+        base = base or per_pair
+        print(f"{C:4d} channels: {per_pair * 1e6:7.1f} us per pair ({per_pair / base:4.1f}x)",
+              flush=True)
 
 
 def run(name, Xtr, ytr, Xte, yte, args):
@@ -101,7 +130,13 @@ def main(argv=None):
     p.add_argument("--variants", nargs="+", default=["raw", "zca-image", "zca-patch", "patches"])
     p.add_argument("--n-filters", type=int, default=32)
     p.add_argument("--n-jobs", type=int, default=2)
+    p.add_argument("--channel-cost", action="store_true",
+                   help="only time the kernel per pair against the number of input channels")
     args = p.parse_args(argv)
+    if args.channel_cost:
+        print(f"CPU: {cpu_name()}; n_jobs={args.n_jobs}", flush=True)
+        channel_cost(args.n_jobs)
+        return
 
     from sklearn_convkernel.datasets import load_fashion_mnist
 

@@ -15,9 +15,12 @@ with their default parameters and ``random_state=0``:
 
 Both run in float32 with ``--n-jobs`` threads.  Wall time is fit + predict.
 
-Command used for the published figures::
+Commands used for the published figures::
 
     python3 benchmarks/supervised_ckn.py --n-train 1000 --n-jobs 2
+    python3 benchmarks/supervised_ckn.py --n-train 1000 --n-jobs 2 --n-filters 16 64
+    python3 benchmarks/supervised_ckn.py --n-train 1000 --n-jobs 2 --n-filters 16 64 \\
+        --learning-rate 0.05 --skip-baseline
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ def main(argv=None):
     p.add_argument("--n-train", type=int, default=1000)
     p.add_argument("--n-jobs", type=int, default=2)
     p.add_argument("--skip-baseline", action="store_true")
+    p.add_argument("--n-filters", type=int, nargs="+", default=[64, 256],
+                   help="anchors per layer of both models (default: their default, 64 256)")
+    p.add_argument("--learning-rate", type=float, default=0.02)
     args = p.parse_args(argv)
 
     from sklearn.linear_model import RidgeClassifierCV
@@ -53,15 +59,19 @@ def main(argv=None):
     rows = []
     if not args.skip_baseline:
         t0 = time.perf_counter()
-        base = make_pipeline(CKNFeatures(dtype="float32", n_jobs=args.n_jobs, random_state=0),
+        base = make_pipeline(CKNFeatures(tuple(args.n_filters), dtype="float32",
+                                         n_jobs=args.n_jobs, random_state=0),
                              RidgeClassifierCV()).fit(Xtr, ytr)
         acc = base.score(Xte, yte)
-        rows.append(("CKNFeatures() + RidgeClassifierCV()", acc, time.perf_counter() - t0))
+        rows.append((f"CKNFeatures({tuple(args.n_filters)}) + RidgeClassifierCV()", acc,
+                     time.perf_counter() - t0))
         print(f"{rows[-1][0]}: test accuracy {acc:.4f} ({rows[-1][2]:.0f} s)", flush=True)
     t0 = time.perf_counter()
-    clf = SupervisedCKNClassifier(n_jobs=args.n_jobs, random_state=0, verbose=1).fit(Xtr, ytr)
+    clf = SupervisedCKNClassifier(tuple(args.n_filters), learning_rate=args.learning_rate,
+                                  n_jobs=args.n_jobs, random_state=0, verbose=1).fit(Xtr, ytr)
     acc = clf.score(Xte, yte)
-    rows.append(("SupervisedCKNClassifier()", acc, time.perf_counter() - t0))
+    rows.append((f"SupervisedCKNClassifier({tuple(args.n_filters)}, learning_rate="
+                 f"{args.learning_rate})", acc, time.perf_counter() - t0))
     print(f"{rows[-1][0]}: test accuracy {acc:.4f} ({rows[-1][2]:.0f} s); validation "
           f"accuracy per epoch {clf.validation_scores_}, kept epoch {clf.best_iteration_}",
           flush=True)
