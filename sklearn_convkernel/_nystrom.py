@@ -460,10 +460,7 @@ def transform_batches(layers, X4, dtype, batch_size, n_jobs):
             for sl in slices:
                 run(sl)
         else:
-            # the workers write into ``out``: shared memory is required, so joblib keeps
-            # a thread-based backend even under parallel_config(backend="loky")
-            Parallel(n_jobs=jobs, prefer="threads", require="sharedmem")(
-                delayed(run)(sl) for sl in slices)
+            Parallel(n_jobs=jobs, backend="threading")(delayed(run)(sl) for sl in slices)
     return out
 
 
