@@ -41,6 +41,8 @@ Commands used for the published figures::
         --variants raw zca-image zca-patch patches --n-filters 16 --n-jobs 2
     python3 benchmarks/preprocessing_fashion.py --n-train 1000 --n-test 1000 \\
         --variants zca-patch-nostd patches --n-filters 32 --n-jobs 2
+    python3 benchmarks/preprocessing_fashion.py --n-train 2000 --n-test 1000 \\
+        --variants raw patches --n-filters 16 --n-jobs 2
 """
 
 from __future__ import annotations
