@@ -1,25 +1,33 @@
-"""Supervised convolutional kernel networks (Mairal 2016): anchors and classifier trained jointly.
+"""Supervised convolutional kernel networks (Mairal 2016): anchors trained for a linear read-out.
 
 The network is the Nyström CKN of :class:`~sklearn_convkernel.CKNFeatures`;
-on top of its standardised features sits a multinomial logistic regression.
-The objective is
+on its features ``g(x)`` sits a ridge classifier (one-vs-all squared loss on
+targets +-1, exactly :class:`~sklearn.linear_model.RidgeClassifierCV`).
+Training starts from the unsupervised model -- spherical k-means anchors and
+the ridge classifier fitted on their features, i.e. ``CKNFeatures`` +
+``RidgeClassifierCV`` -- and alternates, epoch by epoch:
 
-    mean_i CE(softmax(W^T g(x_i) + b), y_i) + alpha / 2 ||W||^2
+1. mini-batch Adam on the anchors of every layer, the head ``(W, b)`` fixed,
+   descending the training squared hinge loss
+   ``mean_i sum_j max(0, 1 - y_ij s_ij)^2`` of the scores
+   ``s_i = W^T g(x_i) + b`` (Mairal's loss; ``loss="squared"``: the ridge
+   loss ``mean_i ||s_i - y_i||^2``);
+2. an exact refit of the ridge head (penalty chosen by leave-one-out among
+   ``alphas``) on the new features.
 
-over the anchors of every layer and the head (W, b).  Training starts from
-the unsupervised anchors (spherical k-means) and alternates, as a hybrid
-convex / non-convex scheme: the head is refitted exactly (L-BFGS, warm
-started) on the current features, then one epoch of mini-batch Adam moves
-the anchors with the head fixed.  Gradients are analytic, in NumPy
-(back-propagation through patch extraction, patch normalisation, the
-dot-product kernel, pooling and the matrix inverse square root
-``K_ZZ^{-1/2}``).  Anchors stay on the unit sphere: they are parametrised as
-``Z = V / ||V||`` column-wise, V re-normalised after each step.
+A stratified part of the training images (``validation_fraction``) is held
+out: every epoch is scored on it, the iterate with the best validation
+accuracy is kept (iteration 0, the unsupervised warm start, included) and
+training stops after ``n_iter_no_change`` epochs without improvement.  The
+head of the kept iterate is finally refitted on all training images, so that
+when no epoch beats the warm start on the validation images, the model *is*
+the warm start.
 
-Why alternate: the head is convex and cheap to solve exactly, while joint
-Adam steps on a head that is already at its optimum mostly add noise (the
-training loss first rises); with the head refitted every epoch the
-penalised training loss decreases monotonically in practice.
+Gradients are analytic, in NumPy (back-propagation through patch
+extraction, patch normalisation, the dot-product kernel, pooling and the
+matrix inverse square root ``K_ZZ^{-1/2}``).  Anchors stay on the unit
+sphere: they are parametrised as ``Z = V / ||V||`` column-wise, V
+re-normalised after each step.
 
 Gradient of the inverse square root.  With ``K + reg I = U diag(l) U^T``,
 ``F = (K + reg I)^{-1/2}`` and an upstream gradient G (w.r.t. F), the gradient
@@ -27,6 +35,11 @@ w.r.t. K is ``U ((U^T G U) o Gamma) U^T`` (Daleckii-Krein) with
 ``Gamma_ij = (l_i^{-1/2} - l_j^{-1/2}) / (l_i - l_j)
 = -1 / (sqrt(l_i) sqrt(l_j) (sqrt(l_i) + sqrt(l_j)))``, a form that is also
 the correct limit ``-l^{-3/2} / 2`` on the diagonal and never cancels.
+
+Parallelism: mini-batches are split between joblib workers with
+``prefer="threads"`` (NumPy's GEMMs release the GIL, so threads share the
+images and anchors without copies); a backend set by the caller with
+:func:`joblib.parallel_config` takes precedence.
 """
 
 from __future__ import annotations
@@ -36,14 +49,13 @@ from numbers import Integral, Real
 
 import numpy as np
 from joblib import delayed, effective_n_jobs
-from scipy import optimize
-from scipy.special import logsumexp
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.linear_model import RidgeCV
+from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
-from threadpoolctl import threadpool_limits
 
 from sklearn_convkernel._base import validate_images
 from sklearn_convkernel._nystrom import (
@@ -58,11 +70,12 @@ from sklearn_convkernel._nystrom import (
     kappa_prime,
     layer_specs,
     patches_adjoint,
+    per_layer,
     pool,
     pool_adjoint,
     transform_batches,
 )
-from sklearn_convkernel._parallel import parallel
+from sklearn_convkernel._parallel import blas_limit, parallel
 
 __all__ = ["SupervisedCKNClassifier"]
 
@@ -152,47 +165,57 @@ def network_backward(layers, states, caches, dout):
     return grads
 
 
+
+
 # ---------------------------------------------------------------------------
-# multinomial logistic head
+# ridge head
 # ---------------------------------------------------------------------------
 
 
-def softmax_loss(logits, codes):
-    """Mean cross-entropy and its gradient w.r.t. the logits."""
-    n = logits.shape[0]
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    P = np.exp(shifted)
-    s = P.sum(axis=1)
-    P /= s[:, None]
-    loss = float(np.mean(np.log(s) - shifted[np.arange(n), codes]))
-    P[np.arange(n), codes] -= 1.0
-    return loss, P / n
+def ridge_targets(codes, n_classes):
+    """RidgeClassifier's targets: +1 for the class, -1 otherwise (one column if binary)."""
+    Y = -np.ones((len(codes), n_classes))
+    Y[np.arange(len(codes)), codes] = 1.0
+    return Y[:, 1:] if n_classes == 2 else Y
 
 
-def fit_head(Fs, codes, n_classes, alpha, W0=None, b0=None, max_iter=500):
-    """L-BFGS for the logistic head on fixed standardised features Fs."""
-    d = Fs.shape[1]
+def squared_loss(scores, Y):
+    """Mean over rows of the summed squared residuals, and its gradient w.r.t. the scores."""
+    R = scores - Y
+    n = scores.shape[0]
+    return float(np.einsum("ij,ij->", R, R)) / n, R * (2.0 / n)
 
-    def fun(theta):
-        W = theta[: d * n_classes].reshape(d, n_classes)
-        b = theta[d * n_classes:]
-        loss, dlog = softmax_loss(Fs @ W + b, codes)
-        loss += 0.5 * alpha * float(np.sum(W * W))
-        gW = Fs.T @ dlog + alpha * W
-        return loss, np.concatenate([gW.ravel(), dlog.sum(axis=0)])
 
-    theta0 = np.zeros(d * n_classes + n_classes)
-    if W0 is not None:
-        theta0[: d * n_classes] = W0.ravel()
-        theta0[d * n_classes:] = b0
-    res = optimize.minimize(fun, theta0, jac=True, method="L-BFGS-B",
-                            options={"maxiter": max_iter, "gtol": 1e-6})
-    return res.x[: d * n_classes].reshape(d, n_classes), res.x[d * n_classes:].copy()
+def squared_hinge_loss(scores, Y):
+    """Mean over rows of ``sum_j max(0, 1 - y_j s_j)^2`` (Y in {-1, 1}), and its gradient."""
+    R = np.maximum(1.0 - Y * scores, 0.0)
+    n = scores.shape[0]
+    return float(np.einsum("ij,ij->", R, R)) / n, (-2.0 / n) * Y * R
+
+
+def accuracy(scores, codes):
+    """Fraction of rows whose predicted class (argmax, or sign of one column) is codes."""
+    pred = (scores[:, 0] > 0).astype(int) if scores.shape[1] == 1 else scores.argmax(axis=1)
+    return float(np.mean(pred == codes))
+
+
+ANCHOR_LOSSES = {"squared": squared_loss, "squared_hinge": squared_hinge_loss}
+
+
+def fit_head(F, Y, alphas):
+    """Ridge regression of the targets Y on features F, penalty chosen by leave-one-out.
+
+    This is :class:`~sklearn.linear_model.RidgeClassifierCV` (which regresses
+    the same +-1 targets), also when some class is missing from F's rows.
+    Returns (W (d, n_targets), b (n_targets,), alpha).
+    """
+    head = RidgeCV(alphas=alphas).fit(F, Y)
+    return np.atleast_2d(head.coef_).T, np.atleast_1d(head.intercept_), float(head.alpha_)
 
 
 class _Adam:
-    def __init__(self, params, lr, beta1=0.9, beta2=0.999, eps=1e-8):
-        self.lr, self.b1, self.b2, self.eps = lr, beta1, beta2, eps
+    def __init__(self, params, beta1=0.9, beta2=0.999, eps=1e-8):
+        self.b1, self.b2, self.eps = beta1, beta2, eps
         self.m = [np.zeros_like(p) for p in params]
         self.v = [np.zeros_like(p) for p in params]
         self.t = 0
@@ -209,28 +232,35 @@ class _Adam:
             p -= lr * (m / c1) / (np.sqrt(v / c2) + self.eps)
 
 
+
+
 # ---------------------------------------------------------------------------
 # the estimator
 # ---------------------------------------------------------------------------
 
 
 class SupervisedCKNClassifier(ClassifierMixin, BaseEstimator):
-    """Supervised convolutional kernel network: anchors and logistic head trained end to end.
+    """Supervised convolutional kernel network: anchors trained for a ridge read-out.
 
     The network is that of :class:`~sklearn_convkernel.CKNFeatures` (same
-    parameters and conventions); its features are standardised and fed to a
-    multinomial logistic regression.  ``fit`` (1) learns unsupervised anchors
-    by spherical k-means, (2) fits the logistic regression on the
-    unsupervised features by L-BFGS, then (3) for ``max_iter`` epochs runs one
-    epoch of mini-batch Adam on the anchors of every layer (analytic
-    gradients of the regularised cross-entropy, cosine-decayed step size)
-    followed by an exact refit of the head (and of the standardisation) on
-    the new features.  With ``max_iter=0`` the model is the unsupervised CKN
-    plus the same classifier: the natural baseline.
+    parameters and conventions); a ridge classifier
+    (:class:`~sklearn.linear_model.RidgeClassifierCV`) reads its features.
+    ``fit`` (1) learns unsupervised anchors by spherical k-means and fits the
+    ridge classifier on their features -- the warm start, which is
+    ``CKNFeatures`` + ``RidgeClassifierCV`` with the same parameters; (2)
+    holds out ``validation_fraction`` of the training images (stratified);
+    (3) for up to ``max_iter`` epochs runs mini-batch Adam on the anchors of
+    every layer (analytic gradients of the training ``loss`` with the head
+    fixed, step size ``learning_rate`` cosine-decayed over ``max_iter``
+    epochs), refits the head on the new features and scores the
+    validation images; (4) keeps the iterate with the best validation
+    accuracy (the warm start included; stops after ``n_iter_no_change``
+    epochs without improvement) and refits its head on all training images.
+    With ``max_iter=0`` the model is the warm start.
 
     Parameters
     ----------
-    n_filters : int or sequence of int, default=(32, 128)
+    n_filters : int or sequence of int, default=(64, 256)
         Anchors per layer (the depth is the length).
     patch_sizes : int or sequence of int, default=(3, 3)
         Patch side per layer.
@@ -251,41 +281,59 @@ class SupervisedCKNClassifier(ClassifierMixin, BaseEstimator):
         patches as anchors).
     regularization : float, default=1e-3
         Added to the eigenvalues of ``K_ZZ`` before the inverse square root.
-    alpha : float, default=1e-3
-        L2 penalty ``alpha / 2 ||W||^2`` on the classifier weights.
+    alphas : sequence of float, default=(0.1, 1.0, 10.0)
+        Ridge penalties of the head, chosen by efficient leave-one-out at
+        every refit (as :class:`~sklearn.linear_model.RidgeClassifierCV`).
     max_iter : int, default=10
-        Epochs of anchor training (0: unsupervised anchors only).
+        Maximum number of epochs of anchor training (0: the warm start).
+    learning_rate : float or sequence of float, default=0.02
+        Step of the anchors (unit vectors), in radians per Adam step (the Adam
+        step size divided by the square root of the patch dimension),
+        cosine-decayed to 0 over ``max_iter`` epochs; one value per layer
+        allowed (0 freezes a layer).
+    validation_fraction : float or None, default=0.2
+        Fraction of the training images held out (stratified) to select the
+        epoch; None trains on all images for ``max_iter`` epochs and keeps the
+        last iterate.
+    n_iter_no_change : int, default=3
+        Stop after this many epochs without a better validation accuracy.
     batch_size : int, default=64
-        Images per mini-batch (also the batch size of ``predict``).
-    learning_rate : float, default=1e-2
-        Adam step size of the anchors (unit vectors), cosine-decayed to 0 over
-        ``max_iter`` epochs.
+        Images per mini-batch (also the batch size of the feature passes).
+    loss : {"squared_hinge", "squared"}, default="squared_hinge"
+        Loss of the head's scores (targets +-1 per class) whose gradient
+        trains the anchors; the head itself is always fitted by ridge.
     image_shape : tuple (H, W) or (H, W, C), default=None
         Shape of one image when X is given as flat rows (one entry may be -1).
     dtype : {"float32", "float64"}, default="float32"
-        Precision of the network computations (the classifier, the gradients
-        of the anchors and ``K_ZZ^{-1/2}`` are always float64).
+        Precision of the network computations (the head, the gradients of
+        the anchors and ``K_ZZ^{-1/2}`` are always float64).
     n_jobs : int, default=None
-        Threads (each mini-batch is split between them).
+        joblib workers (each mini-batch is split between them; threads
+        unless :func:`joblib.parallel_config` selects another backend).
     random_state : int, RandomState instance or None, default=None
-        Seeds the initialisation and the mini-batch order.
+        Seeds the initialisation (exactly as :class:`CKNFeatures` with the
+        same ``random_state``), the validation split and the mini-batch order.
     verbose : int, default=0
-        Print the loss and time of every epoch when > 0.
+        Print the losses, validation accuracy and time of every epoch when > 0.
 
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
     layers_ : list of CKNLayer
         The trained layers (``anchors``, ``lintrans``, ...).
-    coef_ : ndarray of shape (n_features_out, n_classes)
-        Weights on the standardised features.
-    intercept_ : ndarray of shape (n_classes,)
-    feature_mean_, feature_scale_ : ndarray of shape (n_features_out,)
-        The standardisation of the network's features (training mean and
-        standard deviation of the final features).
+    coef_ : ndarray of shape (n_targets, n_features_out)
+        Ridge weights (``n_targets`` is 1 for two classes, else n_classes).
+    intercept_ : ndarray of shape (n_targets,)
+    alpha_ : float
+        Ridge penalty of the final head.
     loss_curve_ : list of float
-        Penalised training loss after each head refit: entry 0 at the
-        unsupervised initialisation, entry k after epoch k.
+        Training ``loss`` of the head refitted after each epoch (entry 0: the
+        warm start), on the training part of the split.
+    validation_scores_ : list of float
+        Validation accuracy after each epoch (entry 0: the warm start);
+        empty when ``validation_fraction`` is None.
+    best_iteration_ : int
+        The epoch kept (0: the warm start).
     n_iter_ : int
         Epochs run.
     ckn_model_ : list of dict
@@ -316,17 +364,21 @@ class SupervisedCKNClassifier(ClassifierMixin, BaseEstimator):
 
     _parameter_constraints = {
         **CKN_NETWORK_CONSTRAINTS,
-        "alpha": [Interval(Real, 0, None, closed="left")],
+        "alphas": ["array-like"],
         "max_iter": [Interval(Integral, 0, None, closed="left")],
-        "learning_rate": [Interval(Real, 0, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="left"), tuple, list],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither"), None],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "loss": [StrOptions(set(ANCHOR_LOSSES))],
         "dtype": [StrOptions({"float32", "float64"})],
         "verbose": ["verbose"],
     }
 
-    def __init__(self, n_filters=(32, 128), *, patch_sizes=(3, 3), subsamplings=(2, 3),
+    def __init__(self, n_filters=(64, 256), *, patch_sizes=(3, 3), subsamplings=(2, 3),
                  kernel="exp", sigma=0.6, pooling="gaussian", n_patches=50000, kmeans_iter=10,
-                 regularization=1e-3, alpha=1e-3, max_iter=10, batch_size=64,
-                 learning_rate=1e-2, image_shape=None,
+                 regularization=1e-3, alphas=(0.1, 1.0, 10.0), max_iter=10,
+                 learning_rate=0.02, validation_fraction=0.2, n_iter_no_change=3,
+                 batch_size=64, loss="squared_hinge", image_shape=None,
                  dtype="float32", n_jobs=None, random_state=None, verbose=0):
         self.n_filters = n_filters
         self.patch_sizes = patch_sizes
@@ -337,10 +389,13 @@ class SupervisedCKNClassifier(ClassifierMixin, BaseEstimator):
         self.n_patches = n_patches
         self.kmeans_iter = kmeans_iter
         self.regularization = regularization
-        self.alpha = alpha
+        self.alphas = alphas
         self.max_iter = max_iter
-        self.batch_size = batch_size
         self.learning_rate = learning_rate
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.batch_size = batch_size
+        self.loss = loss
         self.image_shape = image_shape
         self.dtype = dtype
         self.n_jobs = n_jobs
@@ -352,28 +407,28 @@ class SupervisedCKNClassifier(ClassifierMixin, BaseEstimator):
     def _dtype(self):
         return {"float32": np.float32, "float64": np.float64}[self.dtype]
 
-    def _features(self, X4):
-        """Standardised features of images X4 (N, H, W, C), float64."""
+    def _all_features(self, X4):
+        """Features of images X4 (N, H, W, C) with the current anchors, float64."""
         F = transform_batches(self.layers_, X4, self._dtype(), self.batch_size, self.n_jobs)
-        return (F.astype(np.float64) - self.feature_mean_) / self.feature_scale_
+        return F.astype(np.float64)
 
-    def _batch_grad(self, states, X4, codes, W, b):
-        """Loss (without the penalty, summed) and gradients for one chunk of images."""
+    def _batch_grad(self, states, X4, Y, W, b):
+        """Summed loss and gradients (W, b, per layer (dZ, dlintrans)) for a chunk of images."""
         dtype = self._dtype()
         out, caches = network_forward(self.layers_, states, X4.astype(dtype, copy=False), dtype)
         n = out.shape[0]
-        feats = (out.reshape(n, -1).astype(np.float64) - self.feature_mean_) / self.feature_scale_
-        loss, dlog = softmax_loss(feats @ W + b, codes)
-        dlog *= n  # gradients of the summed (not mean) loss
-        dfeat = (dlog @ W.T) / self.feature_scale_
+        feats = out.reshape(n, -1).astype(np.float64)
+        loss, dscores = ANCHOR_LOSSES[self.loss](feats @ W + b, Y)
+        dscores *= n  # gradients of the summed (not mean) loss
         grads = network_backward(self.layers_, states, caches,
-                                 dfeat.reshape(out.shape).astype(dtype))
-        return loss * n, feats.T @ dlog, dlog.sum(axis=0), grads
+                                 (dscores @ W.T).reshape(out.shape).astype(dtype))
+        return loss * n, feats.T @ dscores, dscores.sum(axis=0), grads
 
-    def _loss_and_grads(self, params, X4, codes):
-        """Mean penalised loss and gradients w.r.t. (anchor parameters..., W, b).
+    def _loss_and_grads(self, params, X4, Y):
+        """Mean squared loss and its gradients w.r.t. (anchor parameters..., W, b).
 
-        ``params`` = [V_1, ..., V_L, W, b] with anchors ``Z_l = V_l / ||V_l||``.
+        ``params`` = [V_1, ..., V_L, W, b] with anchors ``Z_l = V_l / ||V_l||``,
+        scores ``g(x) @ W + b`` and targets Y (n, n_targets).
         """
         L = len(self.layers_)
         Vs, W, b = params[:L], params[L], params[L + 1]
@@ -381,14 +436,14 @@ class SupervisedCKNClassifier(ClassifierMixin, BaseEstimator):
                   for layer, V in zip(self.layers_, Vs)]
         n = X4.shape[0]
         jobs = min(effective_n_jobs(self.n_jobs), n)
-        chunks = np.array_split(np.arange(n), jobs)
         if jobs == 1:
-            parts = [self._batch_grad(states, X4, codes, W, b)]
+            parts = [self._batch_grad(states, X4, Y, W, b)]
         else:
+            chunks = np.array_split(np.arange(n), jobs)
             parts = parallel(jobs)(
-                delayed(self._batch_grad)(states, X4[c], codes[c], W, b) for c in chunks)
-        loss = sum(p[0] for p in parts) / n + 0.5 * self.alpha * float(np.sum(W * W))
-        dW = sum(p[1] for p in parts) / n + self.alpha * W
+                delayed(self._batch_grad)(states, X4[c], Y[c], W, b) for c in chunks)
+        loss = sum(p[0] for p in parts) / n
+        dW = sum(p[1] for p in parts) / n
         db = sum(p[2] for p in parts) / n
         dVs = []
         for i, (layer, st, V) in enumerate(zip(self.layers_, states, Vs)):
@@ -425,7 +480,10 @@ class SupervisedCKNClassifier(ClassifierMixin, BaseEstimator):
                 f"{owner} needs samples of at least 2 classes in the data, but the data "
                 f"contains only one class: {self.classes_[0]!r}."
             )
-        k = len(self.classes_)
+        alphas = np.atleast_1d(np.asarray(self.alphas, dtype=float))
+        if alphas.ndim != 1 or alphas.size == 0 or not np.all(alphas > 0):
+            raise ValueError(f"{owner}: alphas must be a non-empty sequence of positive "
+                             f"numbers, got {self.alphas!r}.")
         specs = layer_specs(self)
         layers = build_layers(specs, self.image_shape_)
         rng = check_random_state(self.random_state)
@@ -433,69 +491,118 @@ class SupervisedCKNClassifier(ClassifierMixin, BaseEstimator):
         n = X.shape[0]
         X4 = X.reshape((-1,) + self.image_shape_)
         t0 = time.perf_counter()
-        with threadpool_limits(limits=1, user_api="blas"):
-            m = images_for_anchors(layers, n, self.n_patches)
-            idx = np.sort(rng.choice(n, size=m, replace=False)) if m < n else np.arange(n)
+        # the same draws as CKNFeatures.fit with this random_state
+        m = images_for_anchors(layers, n, self.n_patches)
+        idx = np.sort(rng.choice(n, size=m, replace=False)) if m < n else np.arange(n)
+        with blas_limit():
             fit_anchors(layers, X4[idx].astype(dtype, copy=False), self.n_patches,
                         self.kmeans_iter, self.regularization, rng, self.batch_size)
-            self.layers_ = layers
-            self._train(X4, codes, rng, t0)
+        self.layers_ = layers
+        self._train(X4, codes, alphas, rng, t0)
         self.ckn_model_ = ckn_model(specs)
         return self
 
-    def _fit_head(self, X4, codes, W=None, b=None, max_iter=500):
-        """Standardise the current features and refit the head; returns (W, b, penalised loss)."""
-        F = transform_batches(self.layers_, X4, self._dtype(), self.batch_size, self.n_jobs)
-        F = F.astype(np.float64)
-        self.feature_mean_ = F.mean(axis=0)
-        scale = F.std(axis=0)
-        scale[scale <= 1e-12 * max(float(scale.max(initial=0.0)), 1e-300)] = 1.0
-        self.feature_scale_ = scale
-        Fs = F - self.feature_mean_
-        Fs /= scale
-        W, b = fit_head(Fs, codes, len(self.classes_), self.alpha, W, b, max_iter)
-        loss, _ = softmax_loss(Fs @ W + b, codes)
-        return W, b, loss + 0.5 * self.alpha * float(np.sum(W * W))
+    def _split(self, codes, rng):
+        """(train, validation) indices; validation None without early stopping."""
+        n = len(codes)
+        if self.max_iter == 0 or self.validation_fraction is None:
+            return np.arange(n), None
+        counts = np.bincount(codes)
+        stratify = codes if counts.min() >= 2 else None
+        try:
+            tr, va = train_test_split(np.arange(n), test_size=self.validation_fraction,
+                                      stratify=stratify,
+                                      random_state=rng.randint(np.iinfo(np.int32).max))
+        except ValueError as exc:
+            raise ValueError(
+                f"{type(self).__name__}: cannot hold out validation_fraction="
+                f"{self.validation_fraction} of {n} images ({exc}); pass more images or "
+                "validation_fraction=None."
+            ) from exc
+        if len(np.unique(codes[tr])) < 2:
+            raise ValueError(
+                f"{type(self).__name__}: the training part of the validation split holds "
+                "a single class; pass more images or validation_fraction=None."
+            )
+        return np.sort(tr), np.sort(va)
 
-    def _train(self, X4, codes, rng, t0):
-        """Alternate: head refit by L-BFGS, then one epoch of Adam on the anchors."""
+    def _train(self, X4, codes, alphas, rng, t0):
+        """Warm start, epochs of Adam on the anchors with head refits, keep the best epoch."""
         owner = type(self).__name__
         L = len(self.layers_)
-        n = X4.shape[0]
-        W, b, loss = self._fit_head(X4, codes)
-        self.loss_curve_ = [loss]
+        tr, va = self._split(codes, rng)
+        Y = ridge_targets(codes, len(self.classes_))
+        F = self._all_features(X4)
+        W, b, alpha = fit_head(F[tr], Y[tr], alphas)
+        objective = ANCHOR_LOSSES[self.loss]
+        self.loss_curve_ = [objective(F[tr] @ W + b, Y[tr])[0]]
+        self.validation_scores_ = []
+        best = (np.inf, 0, [layer.anchors.copy() for layer in self.layers_], F)
+        if va is not None:
+            val_loss = objective(F[va] @ W + b, Y[va])[0]
+            self.validation_scores_.append(accuracy(F[va] @ W + b, codes[va]))
+            best = ((-self.validation_scores_[0], val_loss), 0, best[2], F)
         if self.verbose:
-            print(f"[{owner}] unsupervised init: loss {loss:.4f} "
+            val = f", validation {self.validation_scores_[0]:.4f}" if va is not None else ""
+            print(f"[{owner}] warm start: loss {self.loss_curve_[0]:.4f}{val} "
                   f"({time.perf_counter() - t0:.1f} s)")
         Vs = [layer.anchors.copy() for layer in self.layers_]
-        bs = min(self.batch_size, n)
-        steps_per_epoch = max(1, n // bs)
+        bs = min(self.batch_size, len(tr))
+        steps_per_epoch = max(1, len(tr) // bs)
         total = self.max_iter * steps_per_epoch
-        opt = _Adam(Vs, self.learning_rate)
-        step = 0
+        opt = _Adam(Vs)
+        # Adam moves every coordinate by about the step size: divide it by sqrt(patch
+        # dimension) so that every anchor (a unit vector) turns by about learning_rate
+        rates = per_layer(self.learning_rate, L, "learning_rate", owner)
+        if any(isinstance(r, bool) or not isinstance(r, Real) or r < 0 for r in rates):
+            raise ValueError(f"{owner}: learning_rate must hold non-negative numbers, got "
+                             f"{self.learning_rate!r}.")
+        lr_scales = [rate / np.sqrt(V.shape[0]) for rate, V in zip(rates, Vs)]
+        step, stale = 0, 0
         self.n_iter_ = 0
         for epoch in range(self.max_iter):
-            order = rng.permutation(n)
-            for s in range(steps_per_epoch):
-                batch = order[s * bs:(s + 1) * bs]
-                _, grads = self._loss_and_grads(Vs + [W, b], X4[batch], codes[batch])
-                lr = self.learning_rate * 0.5 * (1.0 + np.cos(np.pi * step / total))
-                opt.step(Vs, grads[:L], [lr] * L)
-                for V in Vs:  # keep the anchor parameters on the sphere
-                    V /= np.linalg.norm(V, axis=0)
-                step += 1
+            order = tr[rng.permutation(len(tr))]
+            with blas_limit():
+                for s in range(steps_per_epoch):
+                    batch = np.sort(order[s * bs:(s + 1) * bs])
+                    _, grads = self._loss_and_grads(Vs + [W, b], X4[batch], Y[batch])
+                    lr = 0.5 * (1.0 + np.cos(np.pi * step / total))
+                    opt.step(Vs, grads[:L], [lr * scale for scale in lr_scales])
+                    for V in Vs:  # keep the anchor parameters on the sphere
+                        V /= np.linalg.norm(V, axis=0)
+                    step += 1
             for layer, V in zip(self.layers_, Vs):
                 layer.set_anchors(V, self.regularization)
-            W, b, loss = self._fit_head(X4, codes, W, b, max_iter=100)  # warm start
-            self.loss_curve_.append(loss)
+            F = self._all_features(X4)
+            W, b, alpha = fit_head(F[tr], Y[tr], alphas)
+            self.loss_curve_.append(objective(F[tr] @ W + b, Y[tr])[0])
             self.n_iter_ = epoch + 1
+            if va is not None:
+                acc = accuracy(F[va] @ W + b, codes[va])
+                self.validation_scores_.append(acc)
+                key = (-acc, objective(F[va] @ W + b, Y[va])[0])
+                if key < best[0]:
+                    best = (key, epoch + 1, [V.copy() for V in Vs], F)
+                    stale = 0
+                else:
+                    stale += 1
+            else:
+                best = (None, epoch + 1, [V.copy() for V in Vs], F)
             if self.verbose:
-                print(f"[{owner}] epoch {epoch + 1}/{self.max_iter}: loss {loss:.4f} "
-                      f"({time.perf_counter() - t0:.1f} s)")
-        self.coef_, self.intercept_ = W, b
+                val = f", validation {self.validation_scores_[-1]:.4f}" if va is not None else ""
+                print(f"[{owner}] epoch {epoch + 1}/{self.max_iter}: loss "
+                      f"{self.loss_curve_[-1]:.4f}{val} ({time.perf_counter() - t0:.1f} s)")
+            if va is not None and stale >= self.n_iter_no_change:
+                break
+        _, self.best_iteration_, anchors, F = best
+        for layer, Z in zip(self.layers_, anchors):
+            layer.set_anchors(Z, self.regularization)
+        if va is not None:
+            W, b, alpha = fit_head(F, Y, alphas)
+        self.coef_, self.intercept_, self.alpha_ = W.T.copy(), b.copy(), alpha
 
     def decision_function(self, X):
-        """Class scores (logits); for two classes the difference of the two logits.
+        """Ridge scores of the classes (for two classes, of ``classes_[1]``).
 
         Parameters
         ----------
@@ -506,32 +613,8 @@ class SupervisedCKNClassifier(ClassifierMixin, BaseEstimator):
         scores : ndarray of shape (n_samples, n_classes) or (n_samples,)
         """
         check_is_fitted(self)
-        X = validate_images(self, X, reset=False)
-        with threadpool_limits(limits=1, user_api="blas"):
-            logits = self._features(X.reshape((-1,) + self.image_shape_)) @ self.coef_
-        logits += self.intercept_
-        if len(self.classes_) == 2:
-            return logits[:, 1] - logits[:, 0]
-        return logits
-
-    def predict_proba(self, X):
-        """Class probabilities (softmax of the logits).
-
-        Returns
-        -------
-        proba : ndarray of shape (n_samples, n_classes)
-        """
-        scores = self.decision_function(X)
-        if scores.ndim == 1:
-            scores = np.column_stack([np.zeros_like(scores), scores])
-        return np.exp(scores - logsumexp(scores, axis=1)[:, None])
-
-    def predict_log_proba(self, X):
-        """Logarithm of :meth:`predict_proba`."""
-        scores = self.decision_function(X)
-        if scores.ndim == 1:
-            scores = np.column_stack([np.zeros_like(scores), scores])
-        return scores - logsumexp(scores, axis=1)[:, None]
+        scores = self.features(X).astype(np.float64) @ self.coef_.T + self.intercept_
+        return scores[:, 0] if scores.shape[1] == 1 else scores
 
     def predict(self, X):
         """Predicted class labels.
@@ -546,7 +629,7 @@ class SupervisedCKNClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[np.argmax(scores, axis=1)]
 
     def features(self, X):
-        """The trained network's features of X (unstandardised, as :class:`CKNFeatures`).
+        """The trained network's features of X (as :class:`CKNFeatures`' ``transform``).
 
         Returns
         -------
@@ -554,6 +637,5 @@ class SupervisedCKNClassifier(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X = validate_images(self, X, reset=False)
-        with threadpool_limits(limits=1, user_api="blas"):
-            return transform_batches(self.layers_, X.reshape((-1,) + self.image_shape_),
-                                     self._dtype(), self.batch_size, self.n_jobs)
+        return transform_batches(self.layers_, X.reshape((-1,) + self.image_shape_),
+                                 self._dtype(), self.batch_size, self.n_jobs)

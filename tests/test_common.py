@@ -40,6 +40,8 @@ CHECK_PARAMS = {
     "SupervisedCKNClassifier": dict(n_filters=(4,), patch_sizes=(3,), subsamplings=(1,),
                                     pooling="average", n_patches=200, max_iter=2,
                                     random_state=0),
+    "ZCAWhitening": dict(),
+    "PatchFeatures": dict(n_filters=3, patch_size=1, n_patches=200, random_state=0),
 }
 
 # {estimator name: {check name: reason}}

@@ -12,6 +12,8 @@ MODULES = [
     "sklearn_convkernel._conv_nystroem",
     "sklearn_convkernel._transformers",
     "sklearn_convkernel._estimators",
+    "sklearn_convkernel._preprocessing",
+    "sklearn_convkernel._supervised",
     "sklearn_convkernel.arch",
     "sklearn_convkernel.presets",
 ]

@@ -2,12 +2,15 @@
 
 import numpy as np
 import pytest
+from joblib import parallel_config
+from sklearn.linear_model import RidgeClassifierCV
 
 from sklearn_convkernel._nystrom import CKNFeatures, inv_sqrt_psd, kappa
 from sklearn_convkernel._supervised import (
     SupervisedCKNClassifier,
     anchor_gradient,
     anchor_state,
+    ridge_targets,
 )
 from sklearn_convkernel.datasets import load_fashion_mnist
 
@@ -16,25 +19,27 @@ def _perturbed_params(clf, rng):
     """Anchors and head moved off the fitted point (so no gradient vanishes)."""
     params = [layer.anchors + 0.1 * rng.standard_normal(layer.anchors.shape)
               for layer in clf.layers_]
-    params += [clf.coef_ + 0.1 * rng.standard_normal(clf.coef_.shape),
+    params += [clf.coef_.T + 0.1 * rng.standard_normal(clf.coef_.T.shape),
                clf.intercept_ + 0.1 * rng.standard_normal(clf.intercept_.shape)]
     return params
 
 
-@pytest.mark.parametrize("kernel,pooling", [
-    ("exp", "gaussian"), ("relu", "average"), ("poly2", "strided"), ("exp", "average"),
+@pytest.mark.parametrize("kernel,pooling,loss", [
+    ("exp", "gaussian", "squared"), ("relu", "average", "squared_hinge"),
+    ("poly2", "strided", "squared"), ("exp", "average", "squared_hinge"),
 ])
-def test_gradients_match_finite_differences(kernel, pooling):
+def test_gradients_match_finite_differences(kernel, pooling, loss):
     rng = np.random.default_rng(0)
     X = rng.random((6, 12, 11, 2)) - 0.2
     y = np.array([0, 1, 2, 0, 1, 2])
     clf = SupervisedCKNClassifier(
         n_filters=(5, 7), patch_sizes=(3, 2), subsamplings=(2, 2), kernel=kernel,
-        pooling=pooling, max_iter=0, dtype="float64", alpha=0.1, regularization=0.05,
+        pooling=pooling, max_iter=0, dtype="float64", regularization=0.05, loss=loss,
         random_state=0).fit(X, y)
     X4 = X.reshape((-1,) + clf.image_shape_)
+    Y = ridge_targets(y, 3)
     params = _perturbed_params(clf, rng)
-    _, grads = clf._loss_and_grads(params, X4, y)
+    _, grads = clf._loss_and_grads(params, X4, Y)
     h = 1e-6
     for i, (p, g) in enumerate(zip(params, grads)):
         flat = rng.choice(p.size, size=min(8, p.size), replace=False)
@@ -44,7 +49,7 @@ def test_gradients_match_finite_differences(kernel, pooling):
             up[i][ix] += h
             down = [q.copy() for q in params]
             down[i][ix] -= h
-            num = (clf._loss_and_grads(up, X4, y)[0] - clf._loss_and_grads(down, X4, y)[0])
+            num = (clf._loss_and_grads(up, X4, Y)[0] - clf._loss_and_grads(down, X4, Y)[0])
             num /= 2 * h
             scale = np.abs(g).max()
             assert abs(num - g[ix]) <= 1e-6 * scale, (i, ix, num, g[ix])
@@ -81,25 +86,106 @@ def small_fmnist():
     return Xtr[:200], ytr[:200], Xte[:100], yte[:100]
 
 
+@pytest.mark.parametrize("loss", ["squared", "squared_hinge"])
+def test_loss_matches_its_definition(loss):
+    # the objective, by its definition, for the features of a fitted model
+    rng = np.random.default_rng(2)
+    X = rng.random((8, 10, 10, 1))
+    y = np.array([0, 1, 0, 1, 1, 0, 1, 0])
+    clf = SupervisedCKNClassifier(n_filters=(3, 4), subsamplings=(2, 2), max_iter=0,
+                                  dtype="float64", loss=loss, random_state=0).fit(X, y)
+    F = clf.features(X)
+    W, b = clf.coef_.T, clf.intercept_
+    targets = np.where(y == 1, 1.0, -1.0)[:, None]
+    scores = F @ W + b
+    if loss == "squared":
+        expected = np.mean(np.sum((scores - targets) ** 2, axis=1))
+    else:
+        expected = np.mean(np.sum(np.maximum(0, 1 - targets * scores) ** 2, axis=1))
+    params = [layer.anchors for layer in clf.layers_] + [W, b]
+    loss, _ = clf._loss_and_grads(params, X, ridge_targets(y, 2))
+    assert loss == pytest.approx(expected, rel=1e-12)
+
+
+def test_warm_start_is_ckn_features_plus_ridge(small_fmnist):
+    Xtr, ytr, Xte, _ = small_fmnist
+    kw = dict(n_filters=(6, 8), subsamplings=(2, 3), random_state=0, dtype="float64")
+    alphas = (0.01, 1.0, 100.0)
+    clf = SupervisedCKNClassifier(max_iter=0, alphas=alphas, **kw).fit(Xtr, ytr)
+    assert clf.n_iter_ == 0 and clf.best_iteration_ == 0 and len(clf.loss_curve_) == 1
+    ckn = CKNFeatures(**kw).fit(Xtr)
+    F = ckn.transform(Xte)
+    np.testing.assert_allclose(clf.features(Xte), F, rtol=1e-10, atol=1e-12)
+    ridge = RidgeClassifierCV(alphas=alphas).fit(ckn.transform(Xtr), ytr)
+    assert clf.alpha_ == ridge.alpha_
+    np.testing.assert_allclose(clf.coef_, ridge.coef_, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(clf.decision_function(Xte), ridge.decision_function(F),
+                               rtol=1e-8, atol=1e-8)
+    np.testing.assert_array_equal(clf.predict(Xte), ridge.predict(F))
+
+
+def test_early_stop_keeps_the_best_validation_iterate(small_fmnist):
+    Xtr, ytr, _, _ = small_fmnist
+    kw = dict(n_filters=(6, 8), random_state=0, dtype="float64", batch_size=40)
+    clf = SupervisedCKNClassifier(max_iter=6, learning_rate=0.05, n_iter_no_change=2,
+                                  **kw).fit(Xtr, ytr)
+    scores = clf.validation_scores_
+    assert len(scores) == clf.n_iter_ + 1 == len(clf.loss_curve_)
+    assert scores[clf.best_iteration_] == max(scores)
+    # stopped after n_iter_no_change epochs without improvement, or ran out of epochs
+    assert clf.n_iter_ == 6 or clf.n_iter_ == clf.best_iteration_ + 2
+    assert max(scores[clf.best_iteration_ + 1:], default=-1) <= scores[clf.best_iteration_]
+
+
+def test_no_better_epoch_returns_the_warm_start(small_fmnist):
+    # a huge step ruins the anchors: the warm start is kept, exactly
+    Xtr, ytr, Xte, _ = small_fmnist
+    kw = dict(n_filters=(6, 8), random_state=0, dtype="float64")
+    wrecked = SupervisedCKNClassifier(max_iter=2, learning_rate=5.0, n_iter_no_change=2,
+                                      **kw).fit(Xtr, ytr)
+    assert wrecked.n_iter_ == 2
+    assert wrecked.validation_scores_[0] > max(wrecked.validation_scores_[1:])
+    assert wrecked.best_iteration_ == 0
+    warm = SupervisedCKNClassifier(max_iter=0, **kw).fit(Xtr, ytr)
+    np.testing.assert_allclose(wrecked.features(Xte), warm.features(Xte), rtol=1e-12)
+    np.testing.assert_allclose(wrecked.decision_function(Xte), warm.decision_function(Xte),
+                               rtol=1e-10, atol=1e-10)
+
+
 def test_training_reduces_the_loss(small_fmnist):
     Xtr, ytr, _, _ = small_fmnist
-    clf = SupervisedCKNClassifier(n_filters=(8, 16), max_iter=3, learning_rate=1e-2,
-                                  batch_size=32, random_state=0).fit(Xtr, ytr)
-    assert clf.n_iter_ == 3 and len(clf.loss_curve_) == 4
+    clf = SupervisedCKNClassifier(n_filters=(8, 16), max_iter=3, learning_rate=0.05,
+                                  batch_size=32, validation_fraction=None,
+                                  alphas=(1.0,), random_state=0).fit(Xtr, ytr)
+    assert clf.n_iter_ == 3 == clf.best_iteration_ and len(clf.loss_curve_) == 4
+    assert clf.validation_scores_ == []
     assert clf.loss_curve_[-1] < clf.loss_curve_[0]
     assert clf.score(Xtr, ytr) > 0.7
 
 
-def test_untrained_model_is_ckn_features_plus_logistic(small_fmnist):
-    Xtr, ytr, Xte, _ = small_fmnist
-    kw = dict(n_filters=(6, 8), subsamplings=(2, 3), random_state=0)
-    clf = SupervisedCKNClassifier(max_iter=0, dtype="float64", **kw).fit(Xtr, ytr)
-    assert clf.n_iter_ == 0 and len(clf.loss_curve_) == 1
-    F = CKNFeatures(dtype="float64", **kw).fit(Xtr).transform(Xte)
-    np.testing.assert_allclose(clf.features(Xte), F, rtol=1e-10, atol=1e-12)
-    Fs = (F - clf.feature_mean_) / clf.feature_scale_
-    np.testing.assert_allclose(clf.decision_function(Xte), Fs @ clf.coef_ + clf.intercept_,
-                               rtol=1e-10, atol=1e-10)
+def test_zero_learning_rate_freezes_a_layer(small_fmnist):
+    Xtr, ytr, _, _ = small_fmnist
+    kw = dict(n_filters=(4, 6), random_state=0, dtype="float64", validation_fraction=None)
+    warm = SupervisedCKNClassifier(max_iter=0, **kw).fit(Xtr, ytr)
+    clf = SupervisedCKNClassifier(max_iter=1, learning_rate=(0.0, 0.05), **kw).fit(Xtr, ytr)
+    np.testing.assert_array_equal(clf.layers_[0].anchors, warm.layers_[0].anchors)
+    assert not np.allclose(clf.layers_[1].anchors, warm.layers_[1].anchors)
+
+
+def test_parallel_config_is_honoured(small_fmnist):
+    Xtr, ytr, _, _ = small_fmnist
+    clf = SupervisedCKNClassifier(n_filters=(4, 6), dtype="float64", max_iter=0,
+                                  random_state=0).fit(Xtr[:40], ytr[:40])
+    X4 = Xtr[:40].reshape(-1, 28, 28, 1)
+    Y = ridge_targets(ytr[:40], 10)
+    params = [layer.anchors for layer in clf.layers_] + [clf.coef_.T, clf.intercept_]
+    ref = clf._loss_and_grads(params, X4, Y)
+    for backend in ("threading", "sequential"):
+        with parallel_config(backend=backend, n_jobs=2):
+            loss, grads = clf._loss_and_grads(params, X4, Y)
+        assert loss == pytest.approx(ref[0], rel=1e-12)
+        for g, r in zip(grads, ref[1]):
+            np.testing.assert_allclose(g, r, rtol=1e-9, atol=1e-12)
 
 
 def test_api_binary_and_string_labels(small_fmnist):
@@ -109,11 +195,8 @@ def test_api_binary_and_string_labels(small_fmnist):
                                   random_state=0).fit(Xtr, y)
     assert list(clf.classes_) == ["even", "odd"]
     d = clf.decision_function(Xte)
-    P = clf.predict_proba(Xte)
-    assert d.shape == (100,) and P.shape == (100, 2)
-    np.testing.assert_allclose(P.sum(axis=1), 1.0)
+    assert d.shape == (100,) and clf.coef_.shape == (1, 54)
     np.testing.assert_array_equal(clf.predict(Xte), clf.classes_[(d > 0).astype(int)])
-    np.testing.assert_allclose(np.exp(clf.predict_log_proba(Xte)), P)
     again = SupervisedCKNClassifier(n_filters=(4, 6), max_iter=1, batch_size=50,
                                     random_state=0).fit(Xtr, y)
     np.testing.assert_array_equal(again.decision_function(Xte), d)
@@ -125,3 +208,13 @@ def test_errors():
         SupervisedCKNClassifier(n_filters=3, patch_sizes=3, subsamplings=2).fit(X, [1] * 6)
     with pytest.raises(ValueError, match="requires y"):
         SupervisedCKNClassifier().fit(X, None)
+    with pytest.raises(ValueError, match="alphas must be"):
+        SupervisedCKNClassifier(n_filters=3, patch_sizes=3, subsamplings=2, alphas=[0.0]).fit(X, [0, 1] * 3)
+    with pytest.raises(ValueError, match="validation_fraction"):
+        SupervisedCKNClassifier(n_filters=3, patch_sizes=3, subsamplings=2,
+                                validation_fraction=0.1,
+                                max_iter=1).fit(X[:2], [0, 1])
+    Xb, yb = np.random.default_rng(1).random((20, 8, 8, 1)), [0, 1] * 10
+    with pytest.raises(ValueError, match="learning_rate has 3 entries"):
+        SupervisedCKNClassifier(n_filters=3, patch_sizes=3, subsamplings=2, max_iter=1,
+                                learning_rate=[0.1, 0.1, 0.1]).fit(Xb, yb)
