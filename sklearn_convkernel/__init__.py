@@ -26,6 +26,8 @@ from sklearn_convkernel._estimators import (
 from sklearn_convkernel._gram import conv_kernel
 from sklearn_convkernel._nystrom import CKNFeatures
 from sklearn_convkernel._preprocessing import PatchFeatures, ZCAWhitening
+from sklearn_convkernel._serialize import architecture_from_json, architecture_to_json
+from sklearn_convkernel._store import load_gram
 from sklearn_convkernel._supervised import SupervisedCKNClassifier
 from sklearn_convkernel._transformers import ConvKernel, default_architecture
 
