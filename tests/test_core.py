@@ -415,3 +415,16 @@ def test_poly_kernel_layer_matches_closed_form(degree):
         # to its value d at x = y: again rho^d (the Flatten read-out adds no layer)
         expected = r ** degree * np.sqrt((y ** 2).sum(1))
         np.testing.assert_allclose(K / Kxx, expected, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-13), (np.float32, 2e-6)])
+@pytest.mark.parametrize("name", ["conv3-same", "deep", "avgpool", "shift-slab", "slab-gap-taps"])
+def test_many_input_channels_match_reference(name, dtype, tol):
+    # 19 channels: the diagonal path's input map is a vectorised dot product
+    # over channels (8 partial sums and a tail), the full path's an axpy per channel
+    X = make_data("normal", 19, (6, 5), 3, 11)
+    Y = make_data("uniform", 19, (6, 5), 2, 12)
+    for kind in ("nngp", "ntk"):
+        expected = reference_gram(X, Y, architecture=ARCHS[name], kind=kind)
+        actual = conv_kernel(X, Y, architecture=ARCHS[name], kind=kind, dtype=dtype)
+        assert rel_err(actual, expected) <= tol
