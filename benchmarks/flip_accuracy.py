@@ -17,8 +17,6 @@ Run from the repository root::
 """
 
 import argparse
-import platform
-import subprocess
 import time
 
 import numpy as np
@@ -26,17 +24,7 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
 from sklearn_convkernel import CNTKClassifier, KernelCache
 from sklearn_convkernel.datasets import load_fashion_mnist
-
-
-def cpu_name():
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown CPU"
+from _machine import cpu_name  # noqa: E402  (benchmarks/ is on sys.path)
 
 
 def run(augment, X, y, X_test, y_test, depth, n_jobs, alphas):

@@ -14,7 +14,6 @@ takes the command line's syntax (a preset with parameters or JSON).
 """
 
 import argparse
-import platform
 import time
 
 import numpy as np
@@ -22,17 +21,7 @@ import numpy as np
 from sklearn_convkernel._gram import _tile_task, compile_architecture, self_passes
 from sklearn_convkernel._serialize import parse_architecture
 from sklearn_convkernel.datasets import load_fashion_mnist
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from _machine import cpu_name  # noqa: E402  (benchmarks/ is on sys.path)
 
 
 def human(seconds):
