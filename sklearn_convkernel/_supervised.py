@@ -414,7 +414,7 @@ class SupervisedCKNClassifier(ClassifierMixin, BaseEstimator):
         owner = type(self).__name__
         if y is None:
             raise ValueError(f"{owner} requires y to be passed, but the target y is None.")
-        X = validate_images(self, X, reset=True)
+        X = validate_images(self, X, reset=True, dtype=self.dtype)
         y = column_or_1d(y, warn=True)
         check_consistent_length(X, y)
         check_classification_targets(y)
@@ -505,7 +505,7 @@ class SupervisedCKNClassifier(ClassifierMixin, BaseEstimator):
         scores : ndarray of shape (n_samples, n_classes) or (n_samples,)
         """
         check_is_fitted(self)
-        X = validate_images(self, X, reset=False)
+        X = validate_images(self, X, reset=False, dtype=self.dtype)
         with threadpool_limits(limits=1, user_api="blas"):
             logits = self._features(X.reshape((-1,) + self.image_shape_)) @ self.coef_
         logits += self.intercept_
@@ -552,7 +552,7 @@ class SupervisedCKNClassifier(ClassifierMixin, BaseEstimator):
         psi : ndarray of shape (n_samples, n_features_out)
         """
         check_is_fitted(self)
-        X = validate_images(self, X, reset=False)
+        X = validate_images(self, X, reset=False, dtype=self.dtype)
         with threadpool_limits(limits=1, user_api="blas"):
             return transform_batches(self.layers_, X.reshape((-1,) + self.image_shape_),
                                      self._dtype(), self.batch_size, self.n_jobs)
