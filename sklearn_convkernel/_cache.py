@@ -85,7 +85,6 @@ def _load_store(data, k, m, path):
     st.known[:n, :n] = block["known"]
     st.index = {h: s for s, h in enumerate(keys)}
     st.n = n
-    st.verified = False
     return key, st
 
 

@@ -224,9 +224,13 @@ def conv_kernel(
         GlobalAvgPool(), Dense())`` (see :mod:`sklearn_convkernel.arch`).
     kind : {"nngp", "ntk"}, default="nngp"
         The NNGP / CNN-GP / CKN covariance, or the neural tangent kernel.
-    dtype : {np.float64, np.float32}, default=np.float64
-        Storage and arithmetic precision of the tensors (nonlinearities are
-        evaluated in float64 in both cases).
+    dtype : {np.float64, np.float32, "float64", "float32"} or None, default=np.float64
+        Storage and arithmetic precision of the tensors; ``None`` keeps
+        float32 images in float32 and computes everything else in float64.
+        The images must be finite in this dtype (values beyond the float32
+        range are refused).  X and Y may be any array-like of numbers
+        (lists, integer, boolean or object arrays, memory maps, any memory
+        layout), as for the estimators.
     n_jobs : int, default=None
         Number of threads (joblib semantics: None = 1 unless in a
         ``joblib.parallel_backend`` context, -1 = all cores).
