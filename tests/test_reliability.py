@@ -389,3 +389,17 @@ def test_cache_load_clear_errors_for_foreign_files(tmp_path):
     with pytest.raises(FileNotFoundError):
         KernelCache.load(tmp_path / "missing.npz")
     assert zipfile.is_zipfile(good)
+
+
+def test_finite_networks_follow_the_same_input_rule():
+    from sklearn_convkernel import empirical_kernel
+
+    arch = Sequential(Conv(3, weight_var=2.0), ReLU(), Flatten(), Dense())
+    X = np.random.default_rng(0).random((3, 5, 5))  # (n, H, W): one channel
+    K, _ = empirical_kernel(X.astype(object), architecture=arch, width=8, n_networks=2,
+                            random_state=0)
+    K2, _ = empirical_kernel(X[..., None], architecture=arch, width=8, n_networks=2,
+                             random_state=0)
+    np.testing.assert_array_equal(K, K2)
+    with pytest.raises(ValueError, match="no images"):
+        empirical_kernel(np.ones((0, 5, 5, 1)), architecture=arch, width=8, n_networks=2)
