@@ -84,6 +84,9 @@ cdef object _raise(int status, char* msg):
         raise MemoryError(f"sklearn_convkernel core: {text}")
     if status == 1:
         raise RuntimeError(f"sklearn_convkernel core: {STATUS_NAMES[1]}: {text}")
+    if status == 3:
+        text += ("; if the images are of ordinary size, the architecture's variances "
+                 "(weight_var, bias_var) are too large for this dtype and depth: lower them")
     raise ValueError(f"sklearn_convkernel core: {STATUS_NAMES.get(status, 'error')}: {text}")
 
 

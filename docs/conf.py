@@ -16,9 +16,16 @@ import os
 import sys
 
 # Document the *installed* package (the source tree has no compiled _core).
-# Set SKLEARN_CONVKERNEL_DOCS_SRC=1 to put the checkout first on sys.path.
+# ``python3 -m sphinx`` run from the checkout root puts the root (as "" or its
+# path) first on sys.path, which would make the gallery import the uncompiled
+# source tree: drop it.  Set SKLEARN_CONVKERNEL_DOCS_SRC=1 to put the checkout
+# first on sys.path instead (for an in-place build).
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if os.environ.get("SKLEARN_CONVKERNEL_DOCS_SRC"):
-    sys.path.insert(0, os.path.abspath(".."))
+    sys.path.insert(0, _ROOT)
+else:
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _ROOT]
+# (end of the sys.path setup: tests/test_docs_setup.py runs the lines above)
 
 project = "sklearn-convkernel"
 author = "sklearn-convkernel developers"

@@ -1,20 +1,22 @@
 """Command line: ``sklearn-convkernel COMMAND`` (also ``python -m sklearn_convkernel COMMAND``).
 
-``gram`` computes an exact kernel matrix from ``.npy`` files into a resumable
-store (see :mod:`sklearn_convkernel._gram_cli`).
+gram computes an exact kernel matrix from .npy files into a resumable store
+(see sklearn_convkernel._gram_cli).
 
-``demo`` classifies a part of the shipped Fashion-MNIST subset with
+demo classifies a part of the shipped Fashion-MNIST subset with
 
-* an RBF ``SVC`` on raw pixels (gamma and C chosen by 3-fold CV), the baseline;
-* the package's exact-kernel estimators -- a CKN (ckn_kernel's README network:
+- an RBF SVC on raw pixels (gamma and C chosen by 3-fold CV), the baseline;
+- the package's exact-kernel estimators: a CKN (ckn_kernel's README network:
   2 layers, 3x3 patches, exp kernel, Gaussian pooling 2 then 5; on at most
   400 training images, as it costs ~50x more per entry), a CNTK (Arora
   et al.'s vanilla CNTK, depth 4) and a CNN-GP (Garriga-Alonso et al.'s
-  ConvNet GP: 7 layers of 7x7 convolutions) -- each with its ridge
+  ConvNet GP: 7 layers of 7x7 convolutions), each with its ridge
   regulariser chosen by 3-fold CV (kernel entries are shared across folds and
   candidates by the kernel cache),
 
-and prints test accuracy, wall time and kernel throughput.
+and prints test accuracy, wall time and kernel throughput.  With fewer than
+3 training images per class the folds shrink to 2, and with one image per
+class the hyper-parameters stay at their defaults (no CV).
 """
 
 import argparse
@@ -67,7 +69,7 @@ def _build_parser(prog=None):
     demo = sub.add_parser(
         "demo",
         help=demo_help,
-        description=__doc__.split("\n\n", 1)[1],
+        description=__doc__.split("\n\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument(
@@ -105,23 +107,41 @@ def _fmt_rate(r):
     return "-" if r is None else f"{r:.3g}"
 
 
+def _folds(y):
+    """Stratified folds for the CV searches: 3, fewer when a class has fewer
+    images, None (no search) when a class has a single image."""
+    from sklearn.model_selection import StratifiedKFold
+
+    k = min(3, int(np.bincount(np.unique(y, return_inverse=True)[1]).min()))
+    return None if k < 2 else StratifiedKFold(n_splits=k, shuffle=True, random_state=0)
+
+
+def _search_text(cv):
+    return "defaults (1 image per class: no CV)" if cv is None else (
+        f"search ({cv.n_splits}-fold CV)")
+
+
 def _rbf_baseline(X_train, y_train, X_test, y_test, n_jobs):
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.model_selection import GridSearchCV
     from sklearn.svm import SVC
 
     F_train = X_train.reshape(len(X_train), -1)
     F_test = X_test.reshape(len(X_test), -1)
     gamma0 = 1.0 / (F_train.shape[1] * F_train.var())  # SVC's gamma="scale"
     grid = {"C": [1.0, 10.0, 100.0], "gamma": [gamma0 / 3, gamma0, gamma0 * 3]}
-    cv = StratifiedKFold(n_splits=3, shuffle=True, random_state=0)
+    cv = _folds(y_train)
 
-    _say("[rbf] grid search (3-fold CV) + fit + predict ...")
+    _say(f"[rbf] {_search_text(cv)} + fit + predict ...")
     t0 = time.perf_counter()
-    search = GridSearchCV(SVC(kernel="rbf"), grid, cv=cv, n_jobs=n_jobs)
-    search.fit(F_train, y_train)
+    if cv is None:
+        search = SVC(kernel="rbf", C=10.0, gamma=gamma0).fit(F_train, y_train)
+        best = {"C": 10.0, "gamma": gamma0}
+    else:
+        search = GridSearchCV(SVC(kernel="rbf"), grid, cv=cv, n_jobs=n_jobs)
+        search.fit(F_train, y_train)
+        best = search.best_params_
     accuracy = search.score(F_test, y_test)
     t_fit = time.perf_counter() - t0
-    best = search.best_params_
     _say(f"[rbf] done in {t_fit:.2f} s")
     return {
         "model": "RBF SVC on pixels",
@@ -134,19 +154,23 @@ def _rbf_baseline(X_train, y_train, X_test, y_test, n_jobs):
 
 
 def _estimator_model(label, estimator, X_train, y_train, X_test, y_test, n_jobs):
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.model_selection import GridSearchCV
 
     from sklearn_convkernel import KernelCache
 
     cache = KernelCache()
     estimator.set_params(cache=cache, n_jobs=n_jobs, verbose=0)
-    cv = StratifiedKFold(n_splits=3, shuffle=True, random_state=0)
-    search = GridSearchCV(estimator, {"alpha": [1e-4, 1e-3, 1e-2, 1e-1]}, cv=cv)
-    _say(f"[{label}] alpha search (3-fold CV) + fit + predict ...")
+    cv = _folds(y_train)
+    if cv is None:
+        search = estimator
+    else:
+        search = GridSearchCV(estimator, {"alpha": [1e-4, 1e-3, 1e-2, 1e-1]}, cv=cv)
+    _say(f"[{label}] alpha {_search_text(cv)} + fit + predict ...")
     t0 = time.perf_counter()
     search.fit(X_train, y_train)
     accuracy = search.score(X_test, y_test)
     t_fit = time.perf_counter() - t0
+    alpha = estimator.alpha if cv is None else search.best_params_["alpha"]
     # unique kernel entries computed: off-diagonal pairs + one self pass per image
     entries = cache.computed_pairs_ + len(X_train) + len(X_test)
     _say(f"[{label}]   done in {t_fit:.2f} s ({entries} kernel entries)")
@@ -156,7 +180,7 @@ def _estimator_model(label, estimator, X_train, y_train, X_test, y_test, n_jobs)
         "t_kernel": None,
         "t_fit": t_fit,
         "rate": entries / t_fit if t_fit > 0 else None,
-        "params": f"alpha={search.best_params_['alpha']:g}",
+        "params": f"alpha={alpha:g}",
     }
 
 

@@ -24,23 +24,7 @@ from sklearn_convkernel._gram import (
     pair_values,
     self_passes,
 )
-
-_DTYPE_NAMES = {"float64": np.float64, "float32": np.float32}
-
-
-def resolve_dtype(dtype):
-    """Map the ``dtype`` parameter ("float64"/"float32" or a numpy dtype) to a numpy type."""
-    if isinstance(dtype, str) and dtype in _DTYPE_NAMES:
-        return _DTYPE_NAMES[dtype]
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        dt = None
-    if dt == np.float64:
-        return np.float64
-    if dt == np.float32:
-        return np.float32
-    raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}.")
+from sklearn_convkernel._validation import check_finite, check_image_dims, resolve_dtype
 
 
 @functools.lru_cache(maxsize=256)
@@ -227,7 +211,10 @@ def validate_images(est, X, reset, dtype=None):
 
     Sets ``image_shape_`` (and, through ``validate_data``, ``n_features_in_``)
     when ``reset``; otherwise checks the images against ``image_shape_``.
-    ``dtype=None`` keeps float32 input as float32 and makes the rest float64.
+    ``dtype`` is the estimator's ``dtype`` parameter: the rows are converted
+    to :func:`~sklearn_convkernel._validation.resolve_dtype` of it (``None``
+    keeps float32 input as float32 and makes the rest float64) and must be
+    finite in that dtype (the rules of :mod:`sklearn_convkernel._validation`).
     """
     owner = type(est).__name__
     shape = None
@@ -235,6 +222,7 @@ def validate_images(est, X, reset, dtype=None):
         arr = np.asarray(X) if not hasattr(X, "toarray") else X
         if getattr(arr, "ndim", 2) in (3, 4):
             shape = arr.shape[1:] if arr.ndim == 4 else arr.shape[1:] + (1,)
+            check_image_dims((arr.shape[0],) + tuple(shape), "X")
             if est.image_shape is not None:
                 expected = _resolve_image_shape(est.image_shape, int(np.prod(shape)), owner)
                 if tuple(shape) != expected:
@@ -242,12 +230,12 @@ def validate_images(est, X, reset, dtype=None):
                         f"{owner}: X holds images of shape {tuple(shape)} but "
                         f"image_shape={est.image_shape!r}."
                     )
-            X = arr.reshape(arr.shape[0], -1)
+            X = arr.reshape(arr.shape[0], int(np.prod(shape)))
     X = validate_data(est, X, reset=reset, dtype=[np.float64, np.float32],
                       accept_sparse=False, ensure_min_samples=1)
-    if dtype is not None:
-        X = X.astype(dtype, copy=False)
-    X = np.ascontiguousarray(X)
+    with np.errstate(over="ignore"):  # overflow in a float32 cast: check_finite says it
+        X = np.ascontiguousarray(X, dtype=resolve_dtype(dtype, X))
+    check_finite(X, "X")
     if shape is None:
         shape = _resolve_image_shape(est.image_shape, X.shape[1], owner)
     shape = tuple(int(v) for v in shape)
@@ -266,7 +254,7 @@ class ImageInputMixin:
 
     def _validate_images(self, X, reset):
         """Flat rows (n, H*W*C) of the estimator's dtype; see :func:`validate_images`."""
-        return validate_images(self, X, reset, resolve_dtype(self.dtype))
+        return validate_images(self, X, reset, self.dtype)
 
 
 def check_architecture(architecture, owner):

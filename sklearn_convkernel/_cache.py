@@ -24,6 +24,7 @@ import json
 import os
 import threading
 import warnings
+import zipfile
 from collections import OrderedDict
 
 import numpy as np
@@ -37,9 +38,66 @@ __all__ = ["KernelCache", "get_default_cache", "DEFAULT_MAX_BYTES"]
 DEFAULT_MAX_BYTES = 2 * 1024**3
 
 
+_KEY_BYTES = 16
+_FORMAT = "sklearn-convkernel KernelCache 2"
+
+
 def _image_keys(Xf):
     """A content hash per image (row of Xf)."""
-    return [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in Xf]
+    return [hashlib.blake2b(np.ascontiguousarray(row).tobytes(),
+                            digest_size=_KEY_BYTES).digest() for row in Xf]
+
+
+def _checksum(entry, block):
+    """Hash binding a saved store's metadata (key, sizes) to its arrays."""
+    h = hashlib.blake2b(digest_size=32)
+    fixed = {k: entry[k] for k in ("key", "n_outputs", "tape_len", "n")}
+    h.update(json.dumps(fixed, sort_keys=True).encode())
+    for name in ("X", "tapes", "K", "known", "keys"):
+        a = np.ascontiguousarray(block[name])
+        h.update(f"{name}:{a.dtype.str}:{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _load_store(data, k, m, path):
+    """(key, _Store) of saved store k with metadata m, after checking it."""
+    where = f"KernelCache.load: {path!r}, store {k}"
+    try:
+        a, shape, kind, dtype, spatial = m["key"]
+        key = (str(a), tuple(int(v) for v in shape), str(kind), str(dtype), str(spatial))
+        n, n_out, L = int(m["n"]), int(m["n_outputs"]), int(m["tape_len"])
+        checksum = str(m["checksum"])
+        block = {name: data[f"{name}{k}"] for name in ("X", "tapes", "K", "known", "keys")}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: missing or malformed entry ({exc}).") from exc
+    dt = np.dtype(key[3]) if key[3] in ("float64", "float32") else None
+    n_features = int(np.prod(key[1])) if len(key[1]) == 3 else -1
+    expected = {"X": ((n, n_features), dt), "tapes": ((n, L), dt), "K": ((n_out, n, n), dt),
+                "known": ((n, n), np.dtype(bool)), "keys": ((n, _KEY_BYTES), np.dtype(np.uint8))}
+    for name, (shp, t) in expected.items():
+        arr = block[name]
+        if t is None or arr.shape != shp or arr.dtype != t:
+            raise ValueError(
+                f"{where}: {name} has shape {arr.shape} and dtype {arr.dtype}, expected "
+                f"{shp} and {t}; the file is damaged or was not written by KernelCache.save."
+            )
+    if _checksum(m, block) != checksum:
+        raise ValueError(f"{where}: checksum mismatch; the file is damaged or was altered.")
+    keys = [bytes(h) for h in block["keys"]]
+    if keys != _image_keys(block["X"]):
+        raise ValueError(f"{where}: the image hashes do not match the stored images.")
+    if not np.isfinite(block["K"][:, block["known"]]).all():
+        raise ValueError(f"{where}: non-finite kernel entries.")
+    st = _Store(None, dt.type, n_features, n_out, L)
+    st._grow(n)
+    st.X[:n] = block["X"]
+    st.tapes[:n] = block["tapes"]
+    st.K[:, :n, :n] = block["K"]
+    st.known[:n, :n] = block["known"]
+    st.index = {h: s for s, h in enumerate(keys)}
+    st.n = n
+    return key, st
 
 
 class _Store:
@@ -64,6 +122,36 @@ class _Store:
         self.K = np.empty((n_out, cap, cap), dtype=self.dtype)
         self.known = np.zeros((cap, cap), dtype=bool)
         self.claimed = np.zeros((cap, cap), dtype=bool)  # pairs being computed
+
+    def verify(self, prog, key):
+        """Check loaded entries against ``prog``: recomputed self passes and a few pairs."""
+        n = self.n
+        if n == 0:
+            return
+        if (prog.n_outputs, prog.tape_len) != (self.n_outputs, self.tape_len):
+            raise ValueError(
+                "KernelCache: loaded entries do not match the architecture they are keyed "
+                f"by ({self.n_outputs} outputs and tape {self.tape_len}, the program has "
+                f"{prog.n_outputs} and {prog.tape_len}); the cache file is not trustworthy."
+            )
+        X, T = self.X[:n], self.tapes[:n]
+        tapes, self_out = self_passes(prog, X, 1)
+        lo, hi = np.nonzero(np.triu(self.known[:n, :n], 1))
+        pick = np.linspace(0, lo.size - 1, min(lo.size, 8)).astype(np.int64) if lo.size else lo
+        vals = pair_values(prog, X, T, X, T, lo[pick], hi[pick], 1)
+        rtol = 1e-9 if self.dtype == np.float64 else 1e-4
+        idx = np.arange(n)
+        checks = ((tapes, T), (self_out.T, self.K[:, idx, idx]),
+                  (vals.T, self.K[:, lo[pick], hi[pick]]))
+        for got, stored in checks:
+            scale = np.maximum(np.abs(got), np.abs(stored)).max(initial=0.0)
+            if not np.allclose(got, stored, rtol=rtol, atol=rtol * scale):
+                raise ValueError(
+                    "KernelCache: loaded entries do not match the architecture they are "
+                    f"keyed by ({key[0][:80]}..., kind={key[2]!r}): recomputed self "
+                    "passes or pairs differ from the stored values; the cache file is not "
+                    "trustworthy."
+                )
 
     def nbytes(self, cap=None):
         cap = self.cap if cap is None else cap
@@ -226,51 +314,111 @@ class KernelCache:
             store = _Store(prog, dtype, n_features)
             self._stores[key] = store
         elif store.prog is None:  # loaded from disk: attach the compiled program
+            store.verify(prog, key)
             store.prog = prog
         self._stores.move_to_end(key)
         return store
 
     def save(self, path):
-        """Write every entry to ``path`` (a compressed ``.npz``; no pickle).
+        """Write every entry to ``path`` (a compressed ``.npz`` archive; no pickle).
 
-        A later :meth:`load` resumes from it: a long search or Gram
-        computation interrupted after a save loses nothing computed before.
+        The file is written exactly at ``path`` (no suffix is added) and
+        replaced atomically.  A later :meth:`load` resumes from it: a long
+        search or Gram computation interrupted after a save loses nothing
+        computed before.  Each store's entries are bound, by a checksum, to
+        its key (architecture, kind, dtype, image shape), to the content of
+        its images and to the package version that computed them.
         """
+        from sklearn_convkernel import __version__
+
         with self._lock:
             arrays, meta = {}, []
             for k, (key, st) in enumerate(self._stores.items()):
                 n = st.n
                 order = sorted(st.index.items(), key=lambda kv: kv[1])
-                arrays[f"X{k}"] = st.X[:n]
-                arrays[f"tapes{k}"] = st.tapes[:n]
-                arrays[f"K{k}"] = st.K[:, :n, :n]
-                arrays[f"known{k}"] = st.known[:n, :n]
-                arrays[f"keys{k}"] = np.frombuffer(b"".join(h for h, _ in order),
-                                                   dtype=np.uint8).reshape(n, -1)
-                meta.append({"key": [key[0], list(key[1]), key[2], key[3], key[4]],
-                             "n_outputs": st.n_outputs, "tape_len": st.tape_len})
-            arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-            np.savez_compressed(os.fspath(path), **arrays)
+                block = {
+                    "X": np.ascontiguousarray(st.X[:n]),
+                    "tapes": np.ascontiguousarray(st.tapes[:n]),
+                    "K": np.ascontiguousarray(st.K[:, :n, :n]),
+                    "known": np.ascontiguousarray(st.known[:n, :n]),
+                    "keys": np.frombuffer(b"".join(h for h, _ in order),
+                                          dtype=np.uint8).reshape(n, _KEY_BYTES),
+                }
+                entry = {"key": [key[0], list(key[1]), key[2], key[3], key[4]],
+                         "n_outputs": st.n_outputs, "tape_len": st.tape_len, "n": n}
+                entry["checksum"] = _checksum(entry, block)
+                meta.append(entry)
+                arrays.update({f"{name}{k}": v for name, v in block.items()})
+            header = {"format": _FORMAT, "version": __version__, "stores": meta}
+            arrays["meta"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+            path = os.fspath(path)
+            tmp = f"{path}.tmp{os.getpid()}"
+            try:
+                with open(tmp, "wb") as f:
+                    np.savez_compressed(f, **arrays)
+                os.replace(tmp, path)
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
 
     @classmethod
     def load(cls, path, max_bytes=2 * 1024**3):
-        """A cache holding the entries saved by :meth:`save` at ``path``."""
+        """A cache holding the entries saved by :meth:`save` at ``path``.
+
+        The file is checked before anything is used: it must be an archive
+        written by :meth:`save` (never unpickled), every store's checksum
+        must match its key, images and entries, every image's key must be the
+        hash of its content and every known entry must be finite.  When a
+        store is first used, the self passes of its images are recomputed and
+        must reproduce the stored tapes and diagonal (and a few stored pairs),
+        so that entries are never reused for another architecture.  Stores
+        written by another package version are skipped with a warning.
+
+        Raises
+        ------
+        FileNotFoundError
+            No file at ``path``.
+        ValueError
+            The file is not a cache file, or its contents fail a check.
+        """
+        from sklearn_convkernel import __version__
+
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"KernelCache.load: no file {path!r}.")
+        if not zipfile.is_zipfile(path):
+            raise ValueError(
+                f"KernelCache.load: {path!r} is not a file written by KernelCache.save "
+                "(not an .npz archive)."
+            )
         cache = cls(max_bytes=max_bytes)
-        with np.load(os.fspath(path), allow_pickle=False) as data:
-            meta = json.loads(bytes(data["meta"]).decode())
-            for k, m in enumerate(meta):
-                a, shape, kind, dtype, spatial = m["key"]
-                key = (a, tuple(shape), kind, dtype, spatial)
-                X = data[f"X{k}"]
-                st = _Store(None, X.dtype, X.shape[1], m["n_outputs"], m["tape_len"])
-                n = X.shape[0]
-                st._grow(n)
-                st.X[:n] = X
-                st.tapes[:n] = data[f"tapes{k}"]
-                st.K[:, :n, :n] = data[f"K{k}"]
-                st.known[:n, :n] = data[f"known{k}"]
-                st.index = {bytes(h): s for s, h in enumerate(data[f"keys{k}"])}
-                st.n = n
+        with np.load(path, allow_pickle=False) as data:
+            if "meta" not in data.files:
+                raise ValueError(
+                    f"KernelCache.load: {path!r} is an .npz archive but not a KernelCache "
+                    "file (no 'meta' entry)."
+                )
+            try:
+                header = json.loads(bytes(np.asarray(data["meta"], dtype=np.uint8)).decode())
+                if header.get("format") != _FORMAT:
+                    raise ValueError(f"format {header.get('format')!r}, expected {_FORMAT!r}")
+                version, stores = header["version"], list(header["stores"])
+            except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError) as exc:
+                raise ValueError(
+                    f"KernelCache.load: {path!r} has unreadable metadata ({exc}); it was not "
+                    "written by this version's KernelCache.save."
+                ) from exc
+            if version != __version__:
+                if stores:
+                    warnings.warn(
+                        f"KernelCache.load: {path!r} was written by sklearn-convkernel "
+                        f"{version}, this is {__version__}; its entries are not used "
+                        "(kernel definitions may differ between versions).",
+                        RuntimeWarning, stacklevel=2,
+                    )
+                return cache
+            for k, m in enumerate(stores):
+                key, st = _load_store(data, k, m, path)
                 cache._stores[key] = st
         return cache
 

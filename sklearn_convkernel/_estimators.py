@@ -82,6 +82,11 @@ def _with_taps(blocks, readout, n_blocks, max_blocks, min_blocks):
 
 
 def _check_max_depth(depth, max_depth, owner):
+    for name, value in (("depth", depth), ("max_depth", max_depth)):
+        if value is None and name == "max_depth":
+            continue
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+            raise ValueError(f"{owner}: {name} must be an int >= 1, got {value!r}.")
     if max_depth is not None and max_depth < depth:
         raise ValueError(
             f"{owner}: max_depth={max_depth} is smaller than depth={depth}; set "
@@ -770,8 +775,37 @@ class _CKNMixin:
                                 augment=augment)
 
     def _family_architecture(self):
+        self.subsampling_ = self._fitted_subsampling()
         return ckn_architecture(self.depth, self.patch_size, self.kernel, self.sigma,
-                                self.pooling, self.subsampling, self.kind, self.max_depth)
+                                self.pooling, self.subsampling_, self.kind, self.max_depth)
+
+    def _fitted_subsampling(self):
+        """The subsamplings, each lowered until the maps fit the images' size.
+
+        Layer by layer, the largest subsampling <= the requested one that
+        leaves a valid (non-empty) map is kept, so that the defaults (2 then 5,
+        made for 28x28 images) also run on e.g. 8x8 digits (2 then 1).  When
+        no value fits, the requested ones are returned (and the architecture's
+        own error explains why).
+        """
+        owner = type(self).__name__
+        top = self.depth if self.max_depth is None else self.max_depth
+        wanted = [int(d) for d in _per_layer(self.subsampling, top, "subsampling", owner)]
+        shape = self.image_shape_[:2]
+        chosen = []
+        for i, d in enumerate(wanted):
+            for trial in range(d, 0, -1):
+                arch, _ = ckn_architecture(i + 1, self.patch_size, self.kernel, self.sigma,
+                                           self.pooling, chosen + [trial], self.kind)
+                try:
+                    A.validate(arch, shape)
+                except A.ArchitectureError:
+                    continue
+                chosen.append(trial)
+                break
+            else:
+                return tuple(wanted)
+        return tuple(chosen)
 
 
 _CKN_DOC = """Convolutional kernel network {what} (Mairal 2016; Bietti & Mairal 2019).
@@ -795,14 +829,18 @@ _CKN_DOC = """Convolutional kernel network {what} (Mairal 2016; Bietti & Mairal 
     pooling : {{"gaussian", "average", "strided"}} or tuple, default="gaussian"
     subsampling : int or tuple, default=(2, 5)
         Pooling subsampling, one value or one per layer (ckn_kernel's README
-        network: 2 then 5 on 28x28 images).
+        network: 2 then 5 on 28x28 images).  A value too large for the map
+        it pools is lowered until the map fits (e.g. 2 then 1 on 8x8 images);
+        ``subsampling_`` holds the values used.
     kind : {{"nngp", "ntk"}}, default="nngp"
         The CKN kernel, or its NTK (relu only in ckn_kernel).
     max_depth : int, default=None
         Build ``max_depth`` layers with a read-out after each (one pass serves
         a search over ``depth``); per-layer tuples must cover ``max_depth``.
     {shared}
-    {fitted}
+    {fitted}    subsampling_ : tuple of int
+        The subsampling of each layer used (see ``subsampling``).
+
     See Also
     --------
     ckn_architecture : the architecture used.

@@ -42,6 +42,7 @@ from scipy.special import erf
 
 from . import arch as _arch
 from ._reference import _axis_geometry, _axis_padding, _pool_matrices
+from ._validation import check_images
 
 __all__ = ["FiniteNetwork", "sample_network", "empirical_kernel"]
 
@@ -113,8 +114,8 @@ class FiniteNetwork:
     # -- forward pass ------------------------------------------------------
 
     def __call__(self, X):
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 4 or X.shape[3] != self.input_channels:
+        X = check_images(X, "X", np.float64)
+        if X.shape[3] != self.input_channels:
             raise ValueError(
                 f"expected images of shape (n, H, W, {self.input_channels}), got {X.shape}."
             )
@@ -313,12 +314,10 @@ def empirical_kernel(X, Y=None, *, architecture, width, n_networks, random_state
     stderr : ndarray of shape (n_X, n_Y)
         Its standard error across networks.
     """
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 4:
-        raise ValueError(f"X must have shape (n, H, W, C), got {X.shape}.")
+    X = check_images(X, "X", np.float64)
     if Y is not None:
-        Y = np.asarray(Y, dtype=np.float64)
-        if Y.ndim != 4 or Y.shape[1:] != X.shape[1:]:
+        Y = check_images(Y, "Y", np.float64)
+        if Y.shape[1:] != X.shape[1:]:
             raise ValueError(f"Y must have shape (n, {X.shape[1:]}), got {Y.shape}.")
     if not isinstance(n_networks, numbers.Integral) or n_networks < 2:
         raise ValueError(f"n_networks must be an int >= 2, got {n_networks!r}.")

@@ -19,6 +19,7 @@ from sklearn_convkernel import arch as A
 from sklearn_convkernel._augment import FlipPlan, check_augment
 from sklearn_convkernel._parallel import parallel
 from sklearn_convkernel._plan import KINDS, SPATIAL_MODES, make_plan
+from sklearn_convkernel._validation import check_images, resolve_dtype
 from sklearn_convkernel._progress import progress
 from sklearn_convkernel._store import (
     GramStore,
@@ -29,10 +30,8 @@ from sklearn_convkernel._store import (
     write_tile,
 )
 
-__all__ = ["conv_kernel", "check_images", "compile_architecture", "self_passes", "pair_values",
+__all__ = ["conv_kernel", "compile_architecture", "self_passes", "pair_values",
            "gram", "flip_arguments"]
-
-_DTYPES = {np.dtype(np.float64): np.float64, np.dtype(np.float32): np.float32}
 
 
 def _core():
@@ -46,67 +45,6 @@ def _core():
             "without it."
         ) from exc
     return _core
-
-
-def check_images(X, name="X", dtype=np.float64, image_shape=None):
-    """Validate a batch of images and return it as (n, H, W, C) C-contiguous ``dtype``.
-
-    Parameters
-    ----------
-    X : array-like
-        Images of shape (n, H, W, C), (n, H, W) (one channel), or flat rows
-        (n, H*W*C) together with ``image_shape``.
-    name : str
-        Parameter name used in error messages.
-    dtype : numpy dtype
-    image_shape : tuple (H, W) or (H, W, C), optional
-        Shape of one image, required for flat rows.
-    """
-    X = np.asarray(X)
-    if X.dtype == object or not (
-        np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)
-        or X.dtype == bool
-    ):
-        raise ValueError(f"{name} must be a numeric array, got dtype {X.dtype}.")
-    if image_shape is not None:
-        shape = tuple(int(v) for v in image_shape)
-        if len(shape) == 2:
-            shape = shape + (1,)
-        if len(shape) != 3 or min(shape) < 1:
-            raise ValueError(f"image_shape must be (H, W) or (H, W, C), got {image_shape!r}.")
-        if X.ndim == 2:
-            if X.shape[1] != int(np.prod(shape)):
-                raise ValueError(
-                    f"{name} has {X.shape[1]} features per row but image_shape={shape} "
-                    f"needs {int(np.prod(shape))}."
-                )
-            X = X.reshape((X.shape[0],) + shape)
-        elif X.ndim == 4 and X.shape[1:] != shape:
-            raise ValueError(f"{name} has images of shape {X.shape[1:]}, not image_shape={shape}.")
-    if X.ndim == 3:
-        X = X[..., np.newaxis]
-    if X.ndim != 4:
-        raise ValueError(
-            f"{name} must have shape (n_samples, height, width, channels) (or "
-            f"(n_samples, height, width) for one channel), got shape {X.shape}; "
-            "for flat rows pass image_shape=(height, width, channels)."
-        )
-    if X.shape[0] == 0:
-        raise ValueError(f"{name} contains no images (shape {X.shape}).")
-    X = np.ascontiguousarray(X, dtype=dtype)
-    if not np.all(np.isfinite(X)):
-        raise ValueError(f"{name} contains NaN or infinite values; clean or impute them first.")
-    return X
-
-
-def _check_dtype(dtype):
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        dt = None
-    if dt not in _DTYPES:
-        raise ValueError(f"dtype must be np.float64 or np.float32, got {dtype!r}.")
-    return _DTYPES[dt]
 
 
 def compile_architecture(architecture, image_shape, kind="nngp", spatial="auto"):
@@ -368,9 +306,13 @@ def conv_kernel(
         GlobalAvgPool(), Dense())`` (see :mod:`sklearn_convkernel.arch`).
     kind : {"nngp", "ntk"}, default="nngp"
         The NNGP / CNN-GP / CKN covariance, or the neural tangent kernel.
-    dtype : {np.float64, np.float32}, default=np.float64
-        Storage and arithmetic precision of the tensors (nonlinearities are
-        evaluated in float64 in both cases).
+    dtype : {np.float64, np.float32, "float64", "float32"} or None, default=np.float64
+        Storage and arithmetic precision of the tensors; ``None`` keeps
+        float32 images in float32 and computes everything else in float64.
+        The images must be finite in this dtype (values beyond the float32
+        range are refused).  X and Y may be any array-like of numbers
+        (lists, integer, boolean or object arrays, memory maps, any memory
+        layout), as for the estimators.
     n_jobs : int, default=None
         Number of threads (joblib semantics: None = 1 unless in a
         ``joblib.parallel_backend`` context, -1 = all cores).
@@ -442,7 +384,7 @@ def conv_kernel(
     ):
         raise ValueError(f"tile_size must be a positive int or None, got {tile_size!r}.")
     augment = check_augment(augment)
-    dt = _check_dtype(dtype)
+    dt = resolve_dtype(dtype)
     if isinstance(out, (str, os.PathLike)):
         check_not_backing(out, {"X": X, "Y": Y})
     X = check_images(X, "X", dt)

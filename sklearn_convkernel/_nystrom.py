@@ -197,13 +197,19 @@ def _window_sums(M, p):
 def sample_patches(X, p, n, rng):
     """Up to ``n`` random non-zero patches of maps X (N, H, W, C), as unit-norm rows (float64).
 
-    Patches of (numerically) zero norm -- background, padding -- are skipped.
+    Patches of (numerically) zero norm -- background, padding -- are skipped:
+    those below 1e-14 times the *median* squared norm of the non-zero patches
+    (a robust scale: relative to the largest norm, one outlier pixel of 1e8
+    would discard every normal patch).
     """
     N, H, W, C = X.shape
     sq = np.einsum("nhwc,nhwc->nhw", X, X, dtype=np.float64)
     norms2 = _window_sums(sq, p).reshape(-1)
-    top = float(norms2.max(initial=0.0))
-    candidates = np.flatnonzero(norms2 > 1e-14 * top) if top > 0 else np.empty(0, np.intp)
+    positive = norms2[norms2 > 0]
+    if positive.size:
+        candidates = np.flatnonzero(norms2 > 1e-14 * float(np.median(positive)))
+    else:
+        candidates = np.empty(0, np.intp)
     if candidates.size > n:
         candidates = np.sort(rng.choice(candidates, size=n, replace=False))
     i, rest = np.divmod(candidates, H * W)
@@ -462,10 +468,28 @@ def transform_batches(layers, X4, dtype, batch_size, n_jobs):
     return out
 
 
-def resolve_feature_dtype(dtype, X):
-    if dtype is None:
-        return X.dtype.type
-    return {"float32": np.float32, "float64": np.float64}[dtype]
+def check_magnitude(X, layers, owner, dtype):
+    """Refuse images whose first-layer patch norms overflow in ``dtype``."""
+    top = float(np.max(np.abs(X), initial=0.0))
+    p, C = layers[0].patch_size, layers[0].in_shape[2]
+    # squared patch norms, with headroom (1e4) for the sums of later layers
+    bound = top * top * (p * p * C * 1e4) if top < 1e154 else np.inf
+    if not bound <= float(np.finfo(dtype).max):
+        raise ValueError(
+            f"{owner}: X has values too large for {np.dtype(dtype).name} (largest |pixel| "
+            f"{top:.3g}): the squared patch norms overflow; rescale X (e.g. X / X.max())"
+            + (" or use dtype='float64'." if dtype == np.float32 else ".")
+        )
+
+
+def check_features(F, owner):
+    """Refuse non-finite feature vectors (an overflow inside the network)."""
+    if not np.isfinite(F).all():
+        raise ValueError(
+            f"{owner}: the features overflow (non-finite values) for these images; rescale "
+            "X (e.g. X / X.max()) or use dtype='float64'."
+        )
+    return F
 
 
 PER_LAYER_INT = [Interval(Integral, 1, None, closed="left"), tuple, list]
@@ -615,10 +639,11 @@ class CKNFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         -------
         self
         """
-        X = validate_images(self, X, reset=True)
+        X = validate_images(self, X, reset=True, dtype=self.dtype)
         specs = layer_specs(self)
         layers = build_layers(specs, self.image_shape_)
-        dtype = resolve_feature_dtype(self.dtype, X)
+        dtype = X.dtype.type
+        check_magnitude(X, layers, type(self).__name__, dtype)
         rng = check_random_state(self.random_state)
         n = X.shape[0]
         m = images_for_anchors(layers, n, self.n_patches)
@@ -648,10 +673,13 @@ class CKNFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         psi : ndarray of shape (n_samples, H' * W' * F)
         """
         check_is_fitted(self)
-        X = validate_images(self, X, reset=False)
-        dtype = resolve_feature_dtype(self.dtype, X)
+        X = validate_images(self, X, reset=False, dtype=self.dtype)
+        dtype = X.dtype.type
+        check_magnitude(X, self.layers_, type(self).__name__, dtype)
         X4 = X.reshape((-1,) + self.image_shape_)
-        return transform_batches(self.layers_, X4, dtype, self.batch_size, self.n_jobs)
+        return check_features(
+            transform_batches(self.layers_, X4, dtype, self.batch_size, self.n_jobs),
+            type(self).__name__)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

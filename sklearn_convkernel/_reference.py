@@ -23,6 +23,7 @@ import math
 import numpy as np
 
 from . import arch as _arch
+from ._validation import check_images
 
 __all__ = ["reference_gram"]
 
@@ -406,17 +407,6 @@ def _leaves(layer):
         yield from _leaves(layer.readout)
 
 
-def _check_images(X, name):
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 4:
-        raise ValueError(f"{name} must have shape (n, H, W, C), got an array of shape {X.shape}.")
-    if X.shape[0] < 1 or min(X.shape[1:]) < 1:
-        raise ValueError(f"{name} must have at least one image, pixel and channel; got {X.shape}.")
-    if not np.all(np.isfinite(X)):
-        raise ValueError(f"{name} contains NaN or infinite values.")
-    return X
-
-
 def reference_gram(X, Y=None, *, architecture, kind="nngp"):
     """Kernel matrix between image sets by the full 4-D recursion (test oracle).
 
@@ -439,10 +429,10 @@ def reference_gram(X, Y=None, *, architecture, kind="nngp"):
     """
     if kind not in _KINDS:
         raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}.")
-    X = _check_images(X, "X")
+    X = check_images(X, "X", np.float64)
     same = Y is None
     if not same:
-        Y = _check_images(Y, "Y")
+        Y = check_images(Y, "Y", np.float64)
         if Y.shape[1:] != X.shape[1:]:
             raise ValueError(
                 f"X and Y must have the same image shape (H, W, C); got {X.shape[1:]} "

@@ -470,7 +470,7 @@ class SupervisedCKNClassifier(ClassifierMixin, BaseEstimator):
         owner = type(self).__name__
         if y is None:
             raise ValueError(f"{owner} requires y to be passed, but the target y is None.")
-        X = validate_images(self, X, reset=True)
+        X = validate_images(self, X, reset=True, dtype=self.dtype)
         y = column_or_1d(y, warn=True)
         check_consistent_length(X, y)
         check_classification_targets(y)
@@ -568,8 +568,9 @@ class SupervisedCKNClassifier(ClassifierMixin, BaseEstimator):
                     _, grads = self._loss_and_grads(Vs + [W, b], X4[batch], Y[batch])
                     lr = 0.5 * (1.0 + np.cos(np.pi * step / total))
                     opt.step(Vs, grads[:L], [lr * scale for scale in lr_scales])
-                    for V in Vs:  # keep the anchor parameters on the sphere
-                        V /= np.linalg.norm(V, axis=0)
+                    for V, scale in zip(Vs, lr_scales):  # keep moved anchors on the sphere
+                        if scale:
+                            V /= np.linalg.norm(V, axis=0)
                     step += 1
             for layer, V in zip(self.layers_, Vs):
                 layer.set_anchors(V, self.regularization)
@@ -636,6 +637,6 @@ class SupervisedCKNClassifier(ClassifierMixin, BaseEstimator):
         psi : ndarray of shape (n_samples, n_features_out)
         """
         check_is_fitted(self)
-        X = validate_images(self, X, reset=False)
+        X = validate_images(self, X, reset=False, dtype=self.dtype)
         return transform_batches(self.layers_, X.reshape((-1,) + self.image_shape_),
                                  self._dtype(), self.batch_size, self.n_jobs)

@@ -79,6 +79,12 @@ def _check_bool(value, name, owner):
     return bool(value)
 
 
+# Largest window size, stride, dilation or subsampling: far beyond any image the
+# engine can hold, small enough that every derived extent fits in int64 without
+# overflow and no padding is sized from an absurd value.
+MAX_INT_PARAM = 2**20
+
+
 def _pair(value, name, owner, minimum=1):
     """Normalise an int or an (h, w) pair of ints to a tuple of two ints."""
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
@@ -95,6 +101,11 @@ def _pair(value, name, owner, minimum=1):
         )
     if min(value) < minimum:
         raise ArchitectureError(f"{owner}: {name} must be >= {minimum}, got {value!r}.")
+    if max(value) > MAX_INT_PARAM:
+        raise ArchitectureError(
+            f"{owner}: {name} must be <= {MAX_INT_PARAM} (2**20, larger than any image), "
+            f"got {value!r}."
+        )
     return value
 
 

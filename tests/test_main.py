@@ -25,3 +25,22 @@ def test_bad_command_lines_exit_2(argv, capsys):
     else:
         assert main(argv) == 2
     assert "usage" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("n_train", [10, 20])
+def test_demo_runs_at_the_smallest_allowed_sizes(n_train, capsys):
+    """10 images = 1 per class (no CV possible), 20 = 2 per class (2 folds)."""
+    rows = run_demo(n_train=n_train, n_test=5, n_jobs=1)
+    out = capsys.readouterr().out
+    assert len(rows) == 4
+    assert ("no CV" in out) == (n_train == 10)
+    assert ("2-fold CV" in out) == (n_train == 20)
+
+
+def test_demo_help_is_plain_text(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "--n-train" in out and "Fashion-MNIST" in out
+    assert "``" not in out and ":class:" not in out

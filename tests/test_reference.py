@@ -655,8 +655,8 @@ def test_errors():
     arch = Sequential(Conv(3), ReLU(), Flatten())
     with pytest.raises(ValueError, match="kind"):
         reference_gram(X, architecture=arch, kind="foo")
-    with pytest.raises(ValueError, match="shape"):
-        reference_gram(X[0], architecture=arch)
+    with pytest.raises(ValueError, match="shape"):  # one image of 2-D: no batch axis
+        reference_gram(X[0, ..., 0], architecture=arch)
     with pytest.raises(ValueError, match="shape"):
         reference_gram(X, X[..., :1], architecture=arch)
     with pytest.raises(ArchitectureError, match="GlobalAvgPool"):

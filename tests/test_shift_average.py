@@ -66,8 +66,7 @@ def test_circular_read_out_is_the_shift_augmented_flatten_kernel(kind, one_sided
     assert np.abs(K - expected).max() <= tol * np.abs(expected).max()
 
 
-@pytest.mark.parametrize("kind", ["nngp", pytest.param("ntk", marks=pytest.mark.xfail(
-    reason="pair-pass NTK of identical images loses digits near rho = 1 (issue 14)"))])
+@pytest.mark.parametrize("kind", ["nngp", "ntk"])
 def test_symmetric_gram_of_one_sided_read_out_is_the_augmented_gram(kind):
     # K(X, X) takes the slab self pass (displacements d >= 0 counted twice)
     m = (2, 1)

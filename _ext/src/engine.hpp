@@ -259,8 +259,17 @@ CK_INLINE void nonlin_row(T* __restrict K, T* __restrict Th, int64_t n, const T*
                        const T* __restrict sy, double pd) {
     // computed in T: float rows run twice as many lanes; every step is
     // cancellation-free (1 - rho^2 as (1 - rho)(1 + rho), acos via asin of
-    // sqrt((1 - |rho|) / 2) near |rho| = 1)
+    // sqrt((1 - |rho|) / 2) near |rho| = 1).  The arc-cosine kernels snap
+    // |rho| within 64 ulps of 1 to exactly +-1: there acos has an infinite
+    // slope, so the rounding of rho = c ix iy at coincident points of
+    // identical images (c and the variances are summed in different orders
+    // by the pair and self passes) would leave pi - theta ~ sqrt(2 * ulps)
+    // instead of pi, i.e. half the digits lost in the NTK derivative.  The
+    // snap changes theta by at most sqrt(128 eps), the size of the noise
+    // that the rounding of rho already causes there; outside the band
+    // nothing changes (a select: the loop stays vectorised).
     constexpr T pi = (T)kPi;
+    constexpr T snap = T(1) - T(64) * std::numeric_limits<T>::epsilon();
     constexpr T inv2pi = (T)(1.0 / (2.0 * kPi));
     constexpr T invpi = (T)(1.0 / kPi);
     const T p = (T)pd;
@@ -276,7 +285,9 @@ CK_INLINE void nonlin_row(T* __restrict K, T* __restrict Th, int64_t n, const T*
             dv = T(4) * invpi * ix * iy[t] / std::sqrt(std::max(w, std::numeric_limits<T>::min()));
         } else {
             const T sx = XS ? sx0 : sxa[t];
-            const T rho = clamp1(c * ix * iy[t]);
+            T rho = clamp1(c * ix * iy[t]);
+            if (FN == FN_RELU || FN == FN_ARCCOS1 || FN == FN_ARCCOS0)
+                rho = std::fabs(rho) >= snap ? std::copysign(T(1), rho) : rho;
             const T s = sx * sy[t];
             if (FN == FN_RELU || FN == FN_ARCCOS1) {
                 T th, sn;
