@@ -97,17 +97,19 @@ def _backend(scheduler):
 
 
 def _load(path, name, image_shape):
-    from sklearn_convkernel._gram import check_images
-
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise ValueError(f"cannot read {name} from {path!r}: {exc}") from None
-    if image_shape is not None:
-        # flat rows -> images; check_images validates and converts later
-        if arr.ndim == 2:
-            return check_images(arr, name, arr.dtype if arr.dtype.kind == "f" else np.float64,
-                                image_shape=image_shape)
+    if image_shape is not None and arr.ndim == 2:
+        # flat rows -> images (conv_kernel validates and converts them)
+        shape = tuple(int(v) for v in image_shape)
+        shape = shape + (1,) if len(shape) == 2 else shape
+        if len(shape) != 3 or arr.shape[1] != int(np.prod(shape)):
+            raise ValueError(
+                f"{name} has {arr.shape[1]} values per row, but --image-shape "
+                f"{','.join(map(str, shape))} needs {int(np.prod(shape))}.")
+        return np.asarray(arr).reshape((arr.shape[0],) + shape)
     return arr
 
 

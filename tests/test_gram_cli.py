@@ -107,6 +107,7 @@ def test_gram_as_a_subprocess(tmp_path, images, how):
     assert "entries/s" in run.stderr and "<" in run.stderr  # rate and elapsed<remaining
     np.testing.assert_array_equal(load_gram(out),
                                   conv_kernel(X, architecture=cntk_architecture(2)[0]))
-    usage = subprocess.run(cmd + ["gram"], capture_output=True, text=True, timeout=60)
+    usage = subprocess.run(cmd + ["gram"], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=60)
     assert usage.returncode == 2
     assert usage.stderr.startswith(f"usage: {name} gram")

@@ -117,7 +117,7 @@ def test_kill_9_then_resume_is_bitwise_equal(tmp_path, monkeypatch):
     n_tiles = len(tile_list(n, n, tile, True))
     rng = random.Random()
     target = rng.randint(1, n_tiles // 2)
-    proc = subprocess.Popen([sys.executable, "-c", script])
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path)  # not the checkout root
     log = os.path.join(sidecar_path(path), "tiles.log")
     try:
         deadline = time.monotonic() + 120
