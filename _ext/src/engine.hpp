@@ -510,24 +510,11 @@ inline void wsum_rows(const T* const* src, const T* w, int64_t k, T* dst, int64_
         for (int64_t t = 0; t < n; ++t) dst[t] += w[u] * src[u][t];
 }
 
-// sum_t w[t] v[t] in double with 8 independent partial sums (one dependent
-// chain of FMAs would be latency-bound; these vectorise).
-template <class T>
-CK_INLINE double wdot(const double* __restrict w, const T* __restrict v, int64_t n) {
-    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int64_t t = 0;
-    for (; t + 8 <= n; t += 8)
-#pragma GCC unroll 8
-        for (int u = 0; u < 8; ++u) acc[u] += w[t + u] * (double)v[t + u];
-    double r = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (; t < n; ++t) r += w[t] * (double)v[t];
-    return r;
-}
-
-// sum_t a[t] b[t] in double with 8 independent partial sums (vectorised;
-// one dependent chain of additions would be latency-bound).
-template <class T>
-CK_INLINE double dot8(const T* __restrict a, const T* __restrict b, int64_t n) {
+// sum_t a[t] b[t] in double with 8 independent partial sums (one dependent
+// chain of additions would be latency-bound; these vectorise).  Used for
+// read-out weights (double x T) and channel sums (T x T).
+template <class A, class B>
+CK_INLINE double dot8(const A* __restrict a, const B* __restrict b, int64_t n) {
     double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int64_t t = 0;
     for (; t + 8 <= n; t += 8)
@@ -1008,8 +995,8 @@ class Engine {
                             for (int64_t a = 0; a < h; ++a)
                                 for (int64_t j = 0; j < W; ++j) {
                                     const double* wj = red.ww.data() + (W - 1 - j);
-                                    sK += wdot(wj, K + a * blk + j * W, W);
-                                    if (ntk_) sT += wdot(wj, Th + a * blk + j * W, W);
+                                    sK += dot8(wj, K + a * blk + j * W, W);
+                                    if (ntk_) sT += dot8(wj, Th + a * blk + j * W, W);
                                 }
                             sK *= wr;
                             sT *= wr;
@@ -1021,8 +1008,8 @@ class Engine {
                         if (wr == 0.0) continue;
                         double bK = 0.0, bT = 0.0;
                         for (int64_t j = 0; j < W; ++j) {
-                            const double rK = wdot(red.ww.data(), K + a * blk + j * W, W);
-                            const double rT = ntk_ ? wdot(red.ww.data(), Th + a * blk + j * W, W) : 0.0;
+                            const double rK = dot8(red.ww.data(), K + a * blk + j * W, W);
+                            const double rT = ntk_ ? dot8(red.ww.data(), Th + a * blk + j * W, W) : 0.0;
                             bK += red.ww[(size_t)j] * rK;
                             bT += red.ww[(size_t)j] * rT;
                         }
@@ -1776,7 +1763,7 @@ class Engine {
                 if (wr == 0.0) continue;
                 const T* blk = M.data() + (i * H + i2) * W * W;
                 double b = 0.0;
-                for (int64_t j = 0; j < W; ++j) b += wdot(ww + (W - 1 - j), blk + j * W, W);
+                for (int64_t j = 0; j < W; ++j) b += dot8(ww + (W - 1 - j), blk + j * W, W);
                 acc += wr * b;
             }
         return acc;
