@@ -94,6 +94,11 @@ class ConvNystroem(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ImageInput
         Chooses the landmarks.
     verbose : int, default=0
         Progress bars (tqdm, on stderr) when > 0.
+    augment : {None, "hflip"}, default=None
+        ``"hflip"`` averages the kernel over left-right flips of its second
+        argument (see :func:`~sklearn_convkernel.conv_kernel`): the features
+        then approximate the flip-averaged kernel, a PSD kernel for the
+        flip-equivariant architectures it accepts.
     out : str or path-like, default=None
         Path of a ``.npy`` Gram store for the training ``K_nm`` (see
         :func:`~sklearn_convkernel.conv_kernel`): an interrupted ``fit``
@@ -142,12 +147,12 @@ class ConvNystroem(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ImageInput
         "landmarks": [StrOptions({"uniform"})],
         "random_state": ["random_state"],
         "out": [str, os.PathLike, None],
-        **{k: v for k, v in COMMON_CONSTRAINTS.items() if k not in ("cache", "augment")},
+        **{k: v for k, v in COMMON_CONSTRAINTS.items() if k != "cache"},
     }
 
     def __init__(self, architecture=None, *, kind="nngp", n_components=100, landmarks="uniform",
                  image_shape=None, dtype="float64", n_jobs=None, random_state=None, verbose=0,
-                 out=None):
+                 augment=None, out=None):
         self.architecture = architecture
         self.kind = kind
         self.n_components = n_components
@@ -157,6 +162,7 @@ class ConvNystroem(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ImageInput
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
+        self.augment = augment
         self.out = out
 
     def _images(self, Xf):
@@ -166,7 +172,7 @@ class ConvNystroem(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ImageInput
         """K(X, L) of flat images: (n_X, n_L), the final read-out."""
         K = conv_kernel(self._images(Xf), self._images(Lf), architecture=self.architecture_,
                         kind=self.kind, dtype=resolve_dtype(self.dtype), n_jobs=self.n_jobs,
-                        verbose=self.verbose, out=out)
+                        verbose=self.verbose, augment=self.augment, out=out)
         return np.asarray(K[-1] if K.ndim == 3 else K, dtype=np.float64)
 
     def _fit(self, X):

@@ -33,6 +33,25 @@ def test_all_images_as_landmarks_reproduce_the_exact_kernel(kind):
                                rtol=1e-8, atol=1e-9 * np.abs(K).max())
 
 
+FLAT = Sequential(Conv(3, weight_var=2.0), ReLU(), Conv(3, weight_var=2.0), ReLU(), Flatten())
+
+
+@pytest.mark.parametrize("arch", [ARCH, FLAT], ids=["gap", "flatten"])
+def test_flip_augmented_features_reproduce_the_flip_averaged_kernel(arch):
+    X, T = _images(12), _images(4, seed=2)
+    ny = ConvNystroem(arch, kind="ntk", n_components=12, random_state=0, augment="hflip")
+    F = ny.fit_transform(X)
+    # the definition, from the plain kernel and numpy-flipped images
+    K = 0.5 * (conv_kernel(X, architecture=arch, kind="ntk")
+               + conv_kernel(X, X[:, :, ::-1], architecture=arch, kind="ntk"))
+    scale = np.abs(K).max()
+    np.testing.assert_allclose(F @ F.T, K, rtol=1e-8, atol=1e-9 * scale)
+    K_T = 0.5 * (conv_kernel(T, X, architecture=arch, kind="ntk")
+                 + conv_kernel(T, X[:, :, ::-1], architecture=arch, kind="ntk"))
+    np.testing.assert_allclose(ny.transform(T) @ F.T, K_T, rtol=1e-8, atol=1e-9 * scale)
+    assert not np.allclose(K, conv_kernel(X, architecture=arch, kind="ntk"), rtol=1e-3)
+
+
 def test_features_are_the_nystroem_approximation():
     X = _images(20)
     ny = ConvNystroem(ARCH, n_components=6, random_state=3).fit(X)
