@@ -76,6 +76,24 @@ def test_pinv_sqrt_drops_null_directions():
     np.testing.assert_allclose(R @ R, np.linalg.pinv(K), rtol=1e-8, atol=1e-10)
 
 
+def test_pinv_sqrt_keeps_slowly_decaying_spectra_above_float32_noise():
+    # a kernel-like spectrum from 1 down to 1e-5 (a float32 CNTK on 1 500
+    # Fashion-MNIST images ends at 2e-5), then 100 null directions, stored in
+    # float32: every real direction is far above float32 rounding noise and
+    # must be kept; the null ones must not come back as noise.
+    rng = np.random.default_rng(1)
+    Q, _ = np.linalg.qr(rng.standard_normal((400, 400)))
+    lam = np.concatenate([np.logspace(0, -5, 300), np.zeros(100)])
+    K32 = ((Q * lam) @ Q.T).astype(np.float32)
+    R, rank = pinv_sqrt_psd(K32)
+    assert rank == 300
+    K = K32.astype(np.float64)
+    # R K R is the projector on the kept directions: it reproduces K on them
+    np.testing.assert_allclose(K @ R @ R @ K, K, atol=1e-6)
+    # a float64 copy of a float32 kernel gets the float32 rule through dtype=
+    assert pinv_sqrt_psd(K, dtype=np.float32)[1] == 300
+
+
 def test_pipeline_with_ridge_classifier_and_flat_rows():
     rng = np.random.default_rng(0)
     X = rng.random((40, 6, 6, 1)) * 0.2
