@@ -48,7 +48,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from sklearn_convkernel._base import validate_images
-from sklearn_convkernel._nystrom import extract_patches, patch_pads
+from sklearn_convkernel._ckn import patch_pads
+from sklearn_convkernel._nystrom import extract_patches
 
 __all__ = ["ZCAWhitening", "PatchFeatures"]
 
