@@ -230,10 +230,12 @@ class Layer:
       pre-activation (nonlinearities check their input is);
     * ``_children()`` -- the sub-architectures of a combinator.
 
-    A layer that a driver does not support raises a clear error from the
-    default method.
+    A layer class that has no rule for a driver names the method in
+    ``_unsupported`` and inherits the default, which raises a clear error.
     """
 
+    #: driver methods ("_lower", "_oracle", "_finite") this class deliberately lacks
+    _unsupported = frozenset()
     #: whether the layer draws random weights (numbered by FiniteNetwork)
     _has_weights = False
     #: whether the layer only groups other layers (Sequential, Sum, Tap)
