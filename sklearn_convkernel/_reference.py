@@ -6,6 +6,12 @@ conventions of §5.4), independently of the compiled core and of the helper
 code in :mod:`sklearn_convkernel.arch` (it re-derives padding amounts, output
 sizes and pooling taps itself and only reads the layers' public attributes).
 
+Each layer states its rule in its ``_oracle(oracle, stage)`` method (in
+:mod:`sklearn_convkernel.arch`, next to its other rules) by combining the
+operations of :class:`_Oracle` below with its public parameters; a
+nonlinearity contributes its dual activation ``_dual(rho)``.  The geometry
+(window means, pooling matrices, shift weights) stays in this module.
+
 For every image pair (x, y) it carries the full 4-D tensors ``K[i, j, i', j']``
 (and ``Theta`` for ``kind="ntk"``) over pairs of spatial positions, together
 with the self recursions (x, x) and (y, y) whose spatial diagonals provide the
