@@ -51,10 +51,6 @@ from sklearn_convkernel._parallel import blas_limit, parallel
 
 __all__ = ["CKNFeatures"]
 
-#: dot-product kernels kappa (kappa(1) = 1) with ckn_kernel's names (one CKN description: _ckn).
-CKN_FEATURE_KERNELS = _ckn.NYSTROM_KERNELS
-CKN_FEATURE_POOLINGS = _ckn.POOLINGS
-
 
 # ---------------------------------------------------------------------------
 # dot-product kernels and their derivatives
@@ -386,8 +382,8 @@ def layer_specs(est):
     _check_per_layer(nf, "n_filters", owner, "int")
     _check_per_layer(ps, "patch_sizes", owner, "int")
     _check_per_layer(ss, "subsamplings", owner, "int")
-    _check_per_layer(po, "pooling", owner, CKN_FEATURE_POOLINGS)
-    _check_per_layer(ke, "kernel", owner, CKN_FEATURE_KERNELS)
+    _check_per_layer(po, "pooling", owner, _ckn.POOLINGS)
+    _check_per_layer(ke, "kernel", owner, _ckn.NYSTROM_KERNELS)
     _check_per_layer(sg, "sigma", owner, "float")
     return list(zip(nf, ps, ss, po, ke, sg))
 
@@ -490,9 +486,9 @@ CKN_NETWORK_CONSTRAINTS = {
     "n_filters": PER_LAYER_INT,
     "patch_sizes": PER_LAYER_INT,
     "subsamplings": PER_LAYER_INT,
-    "kernel": [StrOptions(set(CKN_FEATURE_KERNELS)), tuple, list],
+    "kernel": [StrOptions(set(_ckn.NYSTROM_KERNELS)), tuple, list],
     "sigma": [Interval(Real, 0, None, closed="neither"), tuple, list],
-    "pooling": [StrOptions(set(CKN_FEATURE_POOLINGS)), tuple, list],
+    "pooling": [StrOptions(set(_ckn.POOLINGS)), tuple, list],
     "n_patches": [Interval(Integral, 1, None, closed="left")],
     "kmeans_iter": [Interval(Integral, 0, None, closed="left")],
     "regularization": [Interval(Real, 0, None, closed="neither")],

@@ -65,8 +65,6 @@ def _check_shape(arch, input_shape):
 # ---------------------------------------------------------------------------
 
 _CKN_KEYS = ("npatch", "subsampling", "poolfactor", "pooling", "kernel", "sigma")
-_CKN_POOLINGS = _ckn.POOLINGS
-_CKN_KERNELS = _ckn.CKN_KERNEL_KERNELS
 
 
 def _ckn_layer(i, spec, ntk):
@@ -91,19 +89,19 @@ def _ckn_layer(i, spec, ntk):
     p = d if p is None else _positive_int(p, f"{where}: 'poolfactor'")
 
     pooling = spec.get("pooling", "gaussian")
-    if pooling not in _CKN_POOLINGS:
+    if pooling not in _ckn.POOLINGS:
         raise ArchitectureError(
-            f"{where}: 'pooling' must be one of {list(_CKN_POOLINGS)}, got {pooling!r}."
+            f"{where}: 'pooling' must be one of {list(_ckn.POOLINGS)}, got {pooling!r}."
         )
     kernel = spec.get("kernel", "relu" if ntk else "exp")
     if kernel == "square":
         raise ArchitectureError(
             f"{where}: the non-homogeneous 'square' kernel (Nx Ny c)**2 is not supported; "
-            f"use one of the homogeneous kernels {list(_CKN_KERNELS)}."
+            f"use one of the homogeneous kernels {list(_ckn.CKN_KERNEL_KERNELS)}."
         )
-    if kernel not in _CKN_KERNELS:
+    if kernel not in _ckn.CKN_KERNEL_KERNELS:
         raise ArchitectureError(
-            f"{where}: 'kernel' must be one of {list(_CKN_KERNELS)}, got {kernel!r}."
+            f"{where}: 'kernel' must be one of {list(_ckn.CKN_KERNEL_KERNELS)}, got {kernel!r}."
         )
     if ntk and kernel != "relu":
         raise ArchitectureError(
