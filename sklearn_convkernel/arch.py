@@ -218,13 +218,13 @@ class Layer:
 
     * :meth:`output_shape` -- the shape rule (and its error messages);
     * ``_lower(lowering, shape)`` -- its operations of the compiled core's
-      program, through the builders of :class:`sklearn_convkernel._plan._Lowering`;
+      program, through the builders of ``_plan._Lowering``;
       returns the output shape;
     * ``_oracle(oracle, stage)`` -- its rule in the slow reference recursion,
-      from the generic maps of :class:`sklearn_convkernel._reference._Oracle`;
+      from the generic maps of ``_reference._Oracle``;
       returns the next stage;
     * ``_finite(net, h, counter)`` -- its forward pass in a finite random
-      network (:class:`sklearn_convkernel._finite.FiniteNetwork`) on maps
+      network (``FiniteNetwork``) on maps
       ``h`` of shape (n, H, W, C); ``counter`` numbers the parameterised layers;
     * ``_gaussian_out(gaussian)`` -- whether its output is a Gaussian
       pre-activation (nonlinearities check their input is);
