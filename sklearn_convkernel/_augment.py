@@ -181,22 +181,7 @@ def _shiftsum_problem(plan, row):
 
 def _leaf_names(architecture):
     """Layer reprs in the order the planner emits their ops (combinators skipped)."""
-    out = []
-
-    def walk(layer):
-        if isinstance(layer, A.Sequential):
-            for sub in layer.layers:
-                walk(sub)
-        elif isinstance(layer, A.Sum):
-            for branch in layer.branches:
-                walk(branch)
-        elif isinstance(layer, A.Tap):
-            walk(layer.readout)
-        else:
-            out.append(repr(layer))
-
-    walk(architecture)
-    return out
+    return [repr(layer) for layer in A.iter_layers(architecture) if not layer._combinator]
 
 
 def check_flip_equivariant(plan, architecture=None):

@@ -32,6 +32,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
+from sklearn_convkernel import _ckn
 from sklearn_convkernel import arch as A
 from sklearn_convkernel._base import ImageInputMixin, KernelComputer, resolve_dtype
 from sklearn_convkernel._cache import CacheParamMixin
@@ -159,8 +160,6 @@ def cnngp_architecture(depth=7, kernel_size=7, weight_var=2.79, bias_var=7.86, m
     return A.Sequential(*layers), out
 
 
-_CKN_KERNELS = ("exp", "relu", "arccos0", "linear", "poly2", "poly3", "poly4")
-_CKN_POOLS = ("gaussian", "average", "strided")
 
 
 def _per_layer(value, n, name, owner):
@@ -172,18 +171,6 @@ def _per_layer(value, n, name, owner):
             )
         return list(value[:n])
     return [value] * n
-
-
-def _ckn_nonlinearity(kernel, sigma):
-    if kernel == "exp":
-        return A.ExpKernel(sigma)
-    if kernel == "relu":
-        return A.ArcCosKernel(1)
-    if kernel == "arccos0":
-        return A.ArcCosKernel(0)
-    if kernel == "linear":
-        return A.LinearKernel()
-    return A.PolyKernel(int(kernel[-1]))
 
 
 def ckn_architecture(depth=2, patch_size=3, kernel="exp", sigma=0.65, pooling="gaussian",
@@ -201,8 +188,8 @@ def ckn_architecture(depth=2, patch_size=3, kernel="exp", sigma=0.65, pooling="g
     """
     owner = "ckn_architecture"
     _check_max_depth(depth, max_depth, owner)
-    if kernel not in _CKN_KERNELS:
-        raise ValueError(f"{owner}: kernel must be one of {_CKN_KERNELS}, got {kernel!r}.")
+    if kernel not in _ckn.KERNELS:
+        raise ValueError(f"{owner}: kernel must be one of {_ckn.KERNELS}, got {kernel!r}.")
     top = depth if max_depth is None else max_depth
     patches = _per_layer(patch_size, top, "patch_size", owner)
     sigmas = _per_layer(sigma, top, "sigma", owner)
@@ -210,13 +197,9 @@ def ckn_architecture(depth=2, patch_size=3, kernel="exp", sigma=0.65, pooling="g
     subs = _per_layer(subsampling, top, "subsampling", owner)
     blocks = []
     for p, s, pool, d in zip(patches, sigmas, pools, subs):
-        if pool not in _CKN_POOLS:
-            raise ValueError(f"{owner}: pooling must be one of {_CKN_POOLS}, got {pool!r}.")
-        pad = ((p // 2, p // 2 - 1),) * 2 if p % 2 == 0 else (p - 1) // 2
-        conv = A.Conv(p, padding=pad, weight_var=float(p * p))
-        pool_layer = {"gaussian": A.GaussianPool, "average": A.BoxPool,
-                      "strided": A.StridedPool}[pool](d)
-        blocks.append([conv, _ckn_nonlinearity(kernel, s), pool_layer])
+        if pool not in _ckn.POOLINGS:
+            raise ValueError(f"{owner}: pooling must be one of {_ckn.POOLINGS}, got {pool!r}.")
+        blocks.append(_ckn.ckn_layer(p, kernel, s, pool, d))
     readout = [A.Trace()] + ([A.Dense()] if kind == "ntk" else [])
     layers, out = _with_taps(blocks, readout, depth, max_depth, 1)
     return A.Sequential(*layers, input_norm="sum"), out
@@ -751,9 +734,9 @@ class _CKNMixin:
         **_ConvKernelRidge._parameter_constraints,
         "depth": _DEPTH,
         "patch_size": [Interval(Integral, 1, None, closed="left"), tuple, list],
-        "kernel": [StrOptions(set(_CKN_KERNELS))],
+        "kernel": [StrOptions(set(_ckn.KERNELS))],
         "sigma": [Interval(Real, 0, None, closed="neither"), tuple, list],
-        "pooling": [StrOptions(set(_CKN_POOLS)), tuple, list],
+        "pooling": [StrOptions(set(_ckn.POOLINGS)), tuple, list],
         "subsampling": [Interval(Integral, 1, None, closed="left"), tuple, list],
         "kind": [StrOptions({"nngp", "ntk"})],
         "max_depth": _MAX_DEPTH,

@@ -37,8 +37,6 @@ import math
 import numbers
 
 import numpy as np
-from numpy.polynomial import hermite_e
-from scipy.special import erf
 
 from . import arch as _arch
 from ._reference import _axis_geometry, _axis_padding, _pool_matrices
@@ -120,54 +118,45 @@ class FiniteNetwork:
                 f"expected images of shape (n, H, W, {self.input_channels}), got {X.shape}."
             )
         _arch.validate(self.architecture, X.shape[1:3])
-        if self.architecture.input_norm == "sum":
+        if self.architecture._input_norm == "sum":
             X = X * math.sqrt(X.shape[3])
         counter = iter(range(10**9))
-        out = self._forward(self.architecture, X, counter)
+        out = self.forward(self.architecture, X, counter)
         assert out.shape[1:3] == (1, 1)
         return out[:, 0, 0, :]
 
-    def _forward(self, layer, h, counter):
-        if isinstance(layer, _arch.Sequential):
-            for sub in layer.layers:
-                h = self._forward(sub, h, counter)
-            return h
-        if isinstance(layer, _arch.Sum):
-            outs = [self._forward(b, h, counter) for b in layer.branches]
-            if len({o.shape for o in outs}) != 1:
-                raise ValueError(
-                    "Sum: the branches of a finite network must produce the same number of "
-                    f"channels, got shapes {[o.shape for o in outs]} (an Identity shortcut "
-                    "needs an input with `width` channels)."
-                )
-            return sum(outs)
-        if isinstance(layer, _arch.Tap):
-            # keep the parameter numbering stable but ignore the read-out
-            for sub in _walk(layer.readout):
-                if isinstance(sub, (_arch.Conv, _arch.Dense)):
-                    next(counter)
-            return h
-        if isinstance(layer, _arch.Dense):
-            index = next(counter)
-            return self._conv(h, layer.as_conv(), index)
-        if isinstance(layer, _arch.Conv):
-            index = next(counter)
-            return self._conv(h, layer, index)
-        if isinstance(layer, _SUPPORTED_NONLIN):
-            return _pointwise(layer, h)
-        if isinstance(layer, _arch.GlobalAvgPool):
-            return h.mean(axis=(1, 2), keepdims=True)
-        if isinstance(layer, (_arch.AvgPool, _arch.GaussianPool, _arch.BoxPool,
-                              _arch.StridedPool)):
-            Ph, Pw = _pool_matrices(layer, h.shape[1:3])
-            return np.einsum("ai,bj,nijc->nabc", Ph, Pw, h, optimize=True)
-        if isinstance(layer, _arch.Flatten):
-            return h.reshape(h.shape[0], 1, 1, -1)
-        if isinstance(layer, _arch.ShiftAverage):
-            return _shift_average_features(layer, h)
-        if isinstance(layer, _arch.Trace):
-            return math.sqrt(h.shape[1] * h.shape[2]) * h.reshape(h.shape[0], 1, 1, -1)
-        raise TypeError(f"finite networks do not support {layer!r}")
+    # -- operations called by each layer's ``_finite(net, h, counter)`` method --
+
+    def forward(self, layer, h, counter):
+        """Apply ``layer`` to the maps ``h`` (n, H, W, C); ``counter`` numbers the parameters."""
+        return layer._finite(self, h, counter)
+
+    def skip_parameters(self, layer, counter):
+        """Consume the parameter indices of ``layer`` without applying it (a tap's read-out)."""
+        for sub in _arch.iter_layers(layer):
+            if sub._has_weights:
+                next(counter)
+
+    def conv(self, h, layer, counter):
+        """A random :class:`~.arch.Conv` with ``width`` output channels (next parameter index)."""
+        return self._conv(h, layer, next(counter))
+
+    @staticmethod
+    def pool(h, layer):
+        """A pooling layer per channel (the oracle's pooling matrices)."""
+        Ph, Pw = _pool_matrices(layer, h.shape[1:3])
+        return np.einsum("ai,bj,nijc->nabc", Ph, Pw, h, optimize=True)
+
+    @staticmethod
+    def homogeneous(u, g):
+        """Random features of a homogeneous kernel: ``sqrt(V) g(u / sqrt(V))``.
+
+        ``V`` is the empirical per-position variance over the channels.
+        """
+        V = np.mean(u * u, axis=-1, keepdims=True)
+        scale = np.sqrt(V)
+        a = np.divide(u, scale, out=np.zeros_like(u), where=scale > 0)
+        return scale * g(a)
 
     def _conv(self, h, layer, index):
         n, H, W, c_in = h.shape
@@ -188,80 +177,6 @@ class FiniteNetwork:
         cols = np.concatenate(patches, axis=-1).reshape(n * oh * ow, kh * kw * c_in)
         out = (cols @ Wt.reshape(kh * kw * c_in, self.width)).reshape(n, oh, ow, self.width)
         return out + b
-
-
-def _shift_average_features(layer, h):
-    """Two-sided ShiftAverage: the mean of the shifted maps, flattened.
-
-    Without wrap-around the shifts land on a canvas extended by ``max_shift``
-    on every side (a box filter in "full" mode), so that every pair of
-    shifts keeps all of its products; the scale makes the following Dense
-    (fan-in: canvas size x channels) average over the ``H W`` positions of
-    the map, as Flatten does.
-    """
-    if layer.one_sided:
-        raise TypeError(
-            f"{layer!r} (one-sided) is not the kernel of a single network; "
-            "use one_sided=False for finite networks."
-        )
-    n, H, W, C = h.shape
-    mh, mw = layer.max_shift
-    if layer.circular:
-        g = np.zeros_like(h)
-        for s in range(-mh, mh + 1):
-            for t in range(-mw, mw + 1):
-                g += np.roll(h, (s, t), axis=(1, 2))
-        size = H * W
-    else:
-        g = np.zeros((n, H + 2 * mh, W + 2 * mw, C))
-        for s in range(2 * mh + 1):
-            for t in range(2 * mw + 1):
-                g[:, s:s + H, t:t + W] += h
-        size = (H + 2 * mh) * (W + 2 * mw)
-    g *= math.sqrt(size / (H * W)) / ((2 * mh + 1) * (2 * mw + 1))
-    return g.reshape(n, 1, 1, -1)
-
-
-_SUPPORTED_NONLIN = (_arch.ReLU, _arch.Erf, _arch.ArcCosKernel, _arch.ExpKernel,
-                     _arch.PolyKernel, _arch.LinearKernel)
-
-
-def _walk(layer):
-    yield layer
-    if isinstance(layer, _arch.Sequential):
-        for sub in layer.layers:
-            yield from _walk(sub)
-    elif isinstance(layer, _arch.Sum):
-        for b in layer.branches:
-            yield from _walk(b)
-    elif isinstance(layer, _arch.Tap):
-        yield from _walk(layer.readout)
-
-
-def _pointwise(layer, u):
-    if isinstance(layer, _arch.ReLU):
-        return np.maximum(u, 0.0)
-    if isinstance(layer, _arch.Erf):
-        return erf(u)
-    if isinstance(layer, _arch.LinearKernel):
-        return u
-    if isinstance(layer, _arch.ArcCosKernel) and layer.order == 1:
-        return math.sqrt(2.0) * np.maximum(u, 0.0)
-    # homogeneous kernels: f(u) = sqrt(V) g(u / sqrt(V)), V the empirical variance
-    V = np.mean(u * u, axis=-1, keepdims=True)
-    scale = np.sqrt(V)
-    a = np.divide(u, scale, out=np.zeros_like(u), where=scale > 0)
-    if isinstance(layer, _arch.ArcCosKernel):  # order 0
-        g = math.sqrt(2.0) * (a > 0)
-    elif isinstance(layer, _arch.ExpKernel):
-        s = layer.sigma
-        g = np.exp(a / s - 1.0 / s**2)
-    elif isinstance(layer, _arch.PolyKernel):
-        d = layer.degree
-        g = hermite_e.hermeval(a, [0.0] * d + [1.0]) / math.sqrt(math.factorial(d))
-    else:  # pragma: no cover
-        raise NotImplementedError(f"finite networks do not support {layer!r}")
-    return scale * g
 
 
 def sample_network(architecture, input_channels, width, random_state=None):

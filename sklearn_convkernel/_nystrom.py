@@ -44,15 +44,12 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from sklearn_convkernel import _ckn
 from sklearn_convkernel import arch as A
 from sklearn_convkernel._base import validate_images
 from sklearn_convkernel._parallel import blas_limit, parallel
 
 __all__ = ["CKNFeatures"]
-
-#: dot-product kernels kappa (kappa(1) = 1) with ckn_kernel's names.
-CKN_FEATURE_KERNELS = ("exp", "relu", "poly2", "poly3", "poly4")
-CKN_FEATURE_POOLINGS = ("gaussian", "average", "strided")
 
 
 # ---------------------------------------------------------------------------
@@ -115,11 +112,7 @@ def inv_sqrt_psd(K, regularization):
 
 def pool_matrices(pooling, subsampling, shape):
     """The 1-D pooling matrices (height, width) of ckn_kernel's pooling, from :mod:`.arch`."""
-    layer = {
-        "gaussian": A.GaussianPool,
-        "average": A.BoxPool,
-        "strided": A.StridedPool,
-    }[pooling](subsampling=int(subsampling))
+    layer = _ckn.pooling_layer(pooling, int(subsampling))
     return layer.axis_matrices(tuple(shape[:2]))
 
 
@@ -149,11 +142,6 @@ def pool_adjoint(G, Ah, Aw):
     return G
 
 
-def patch_pads(p):
-    """Zero padding (before, after) of a ``p``-wide patch (even p: one more before)."""
-    return p // 2, p - 1 - p // 2
-
-
 def extract_patches(X, p):
     """All ``p x p`` patches of maps X (N, H, W, C), zero padded: rows (N*H*W, C*p*p).
 
@@ -162,7 +150,7 @@ def extract_patches(X, p):
     N, H, W, C = X.shape
     if p == 1:
         return np.ascontiguousarray(X).reshape(N * H * W, C)
-    lo, hi = patch_pads(p)
+    lo, hi = _ckn.patch_pads(p)
     Xp = np.zeros((N, H + p - 1, W + p - 1, C), dtype=X.dtype)
     Xp[:, lo:lo + H, lo:lo + W, :] = X
     view = sliding_window_view(Xp, (p, p), axis=(1, 2))  # (N, H, W, C, p, p)
@@ -174,7 +162,7 @@ def patches_adjoint(G, shape, p):
     N, H, W, C = shape
     if p == 1:
         return G.reshape(N, H, W, C)
-    lo, _ = patch_pads(p)
+    lo, _ = _ckn.patch_pads(p)
     G = G.reshape(N, H, W, C, p, p)
     Xp = np.zeros((N, H + p - 1, W + p - 1, C), dtype=G.dtype)
     for dy in range(p):
@@ -186,7 +174,7 @@ def patches_adjoint(G, shape, p):
 def _window_sums(M, p):
     """Sums of the zero-padded ``p x p`` windows of maps M (N, H, W) (same layout as patches)."""
     N, H, W = M.shape
-    lo, _ = patch_pads(p)
+    lo, _ = _ckn.patch_pads(p)
     Mp = np.zeros((N, H + p - 1, W + p - 1), dtype=np.float64)
     Mp[:, lo:lo + H, lo:lo + W] = M
     c = np.zeros((N, H + p, W + p))
@@ -214,7 +202,7 @@ def sample_patches(X, p, n, rng):
         candidates = np.sort(rng.choice(candidates, size=n, replace=False))
     i, rest = np.divmod(candidates, H * W)
     y, x = np.divmod(rest, W)
-    lo, _ = patch_pads(p)
+    lo, _ = _ckn.patch_pads(p)
     Xp = np.zeros((N, H + p - 1, W + p - 1, C), dtype=X.dtype)
     Xp[:, lo:lo + H, lo:lo + W, :] = X
     P = np.empty((candidates.size, C, p, p), dtype=np.float64)
@@ -394,8 +382,8 @@ def layer_specs(est):
     _check_per_layer(nf, "n_filters", owner, "int")
     _check_per_layer(ps, "patch_sizes", owner, "int")
     _check_per_layer(ss, "subsamplings", owner, "int")
-    _check_per_layer(po, "pooling", owner, CKN_FEATURE_POOLINGS)
-    _check_per_layer(ke, "kernel", owner, CKN_FEATURE_KERNELS)
+    _check_per_layer(po, "pooling", owner, _ckn.POOLINGS)
+    _check_per_layer(ke, "kernel", owner, _ckn.NYSTROM_KERNELS)
     _check_per_layer(sg, "sigma", owner, "float")
     return list(zip(nf, ps, ss, po, ke, sg))
 
@@ -498,9 +486,9 @@ CKN_NETWORK_CONSTRAINTS = {
     "n_filters": PER_LAYER_INT,
     "patch_sizes": PER_LAYER_INT,
     "subsamplings": PER_LAYER_INT,
-    "kernel": [StrOptions(set(CKN_FEATURE_KERNELS)), tuple, list],
+    "kernel": [StrOptions(set(_ckn.NYSTROM_KERNELS)), tuple, list],
     "sigma": [Interval(Real, 0, None, closed="neither"), tuple, list],
-    "pooling": [StrOptions(set(CKN_FEATURE_POOLINGS)), tuple, list],
+    "pooling": [StrOptions(set(_ckn.POOLINGS)), tuple, list],
     "n_patches": [Interval(Integral, 1, None, closed="left")],
     "kmeans_iter": [Interval(Integral, 0, None, closed="left")],
     "regularization": [Interval(Real, 0, None, closed="neither")],

@@ -91,6 +91,13 @@ class Plan:
 
 
 class _Lowering:
+    """The program under construction, and the core's row format of each operation.
+
+    A layer lowers itself (its ``_lower(lowering, shape)`` method, see
+    :class:`~.arch.Layer`) by calling the builders below; they alone know the
+    op codes and the parameter columns of the core (``core.hpp``).
+    """
+
     def __init__(self, kind):
         self.kind = kind
         self.ops: List[_Op] = []
@@ -101,106 +108,96 @@ class _Lowering:
 
     # -- emission (forward: shapes) ---------------------------------------
     def emit(self, layer, shape):
-        shape = tuple(shape)
-        if isinstance(layer, A.Sequential):
-            for sub in layer.layers:
-                shape = self.emit(sub, shape)
-            return shape
-        if isinstance(layer, A.Sum):
-            n = len(layer.branches)
-            outs = []
-            for i, branch in enumerate(layer.branches):
-                last = i == n - 1
-                if not last:
-                    self.ops.append(_Op(OP_PUSH, shape, shape))
-                out = self.emit(branch, shape)
-                outs.append(out)
-                if not last:
-                    self.ops.append(_Op(OP_SWAP, out, shape))
-            for _ in range(n - 1):
-                self.ops.append(_Op(OP_ADD, outs[0], outs[0]))
-            return outs[0]
-        if isinstance(layer, A.Tap):
-            # outputs are numbered in order of appearance (an outer tap before
-            # the taps nested in its read-out)
-            slot = self.n_taps
-            self.n_taps += 1
-            self.ops.append(_Op(OP_PUSH, shape, shape))
-            out = self.emit(layer.readout, shape)
-            self.ops.append(_Op(OP_OUTPUT, out, out, ints={8: slot}))
-            self.ops.append(_Op(OP_POP, out, shape))
-            return shape
-        if isinstance(layer, A.Dense):
-            return self.emit(layer.as_conv(), shape)
-        if isinstance(layer, A.Conv):
-            out = layer.output_shape(shape)
-            (lo_h, _, circ_h, _), (lo_w, _, circ_w, _) = layer.axis_params(shape)
-            ints = {
-                8: layer.size[0], 9: layer.size[1],
-                10: layer.stride[0], 11: layer.stride[1],
-                12: layer.dilation[0], 13: layer.dilation[1],
-                14: lo_h, 15: lo_w, 16: int(circ_h), 17: int(circ_w),
-                18: int(layer.trainable),
-            }
-            floats = {0: layer.weight_var, 1: layer.bias_var}
-            self.ops.append(_Op(OP_CONV, shape, out, ints, floats))
-            return out
-        if isinstance(layer, A._Nonlinearity):
-            if self.kind == "ntk" and not layer.has_ntk:
-                raise A.ArchitectureError(
-                    f"{layer!r} has no NTK (its derivative is unbounded at rho = 1); "
-                    "use kind='nngp' or ArcCosKernel(order=1)."
-                )
-            if isinstance(layer, A.ArcCosKernel):
-                fn = 3 if layer.order == 0 else 4
-            else:
-                fn = _FN_CODES[type(layer)]
-            ints = {8: fn, 9: self.tape_len, 10: getattr(layer, "degree", 1)}
-            floats = {0: getattr(layer, "sigma", 1.0)}
-            self.tape_len += 2 * shape[0] * shape[1]  # per-position factors (core.hpp)
-            self.ops.append(_Op(OP_NONLIN, shape, shape, ints, floats))
-            return shape
-        if isinstance(layer, A._Pool):
-            mh, mw = layer.axis_matrices(shape)
-            out = (mh.shape[0], mw.shape[0])
-            ints = {}
-            mixing = False
-            for ax, m in enumerate((mh, mw)):
-                ptr, idx, val = [0], [], []
-                for row in m:
-                    nz = np.flatnonzero(row)
-                    idx.extend(int(v) for v in nz)
-                    val.extend(float(row[v]) for v in nz)
-                    ptr.append(len(idx))
-                    mixing |= len(nz) > 1
-                ptr_off = len(self.blob_i)
-                self.blob_i.extend(ptr)
-                self.blob_f.extend([0.0] * len(ptr))
-                idx_off = len(self.blob_i)
-                self.blob_i.extend(idx)
-                self.blob_f.extend(val)
-                ints[8 + 2 * ax] = ptr_off
-                ints[9 + 2 * ax] = idx_off
-            self.ops.append(_Op(OP_POOL, shape, out, ints, mixing=mixing))
-            return out
-        if isinstance(layer, A.ShiftAverage):
-            # displacement weights of both axes, stored in the float blob
-            # (the int blob is padded alongside: the blobs share offsets)
-            offsets = {}
-            mixing = False
-            for ax, w in enumerate(layer.displacement_weights(shape)):
-                offsets[8 + ax] = len(self.blob_f)
-                self.blob_f.extend(float(v) for v in w)
-                self.blob_i.extend([0] * len(w))
-                n = shape[ax]
-                mixing |= bool(np.any(np.delete(w, n - 1)))  # weight off displacement 0
-            self.ops.append(_Op(OP_SHIFTSUM, shape, (1, 1), offsets, mixing=mixing))
-            return (1, 1)
-        if isinstance(layer, (A.Flatten, A.Trace)):
-            scale = 1.0 / (shape[0] * shape[1]) if isinstance(layer, A.Flatten) else 1.0
-            self.ops.append(_Op(OP_DIAGSUM, shape, (1, 1), floats={0: scale}))
-            return (1, 1)
-        raise A.ArchitectureError(f"unsupported layer {layer!r}")  # pragma: no cover
+        """Append the ops of ``layer`` for an input of spatial shape ``shape``; its output shape."""
+        return layer._lower(self, tuple(shape))
+
+    # stack machine (branches and taps)
+    def push(self, shape):
+        self.ops.append(_Op(OP_PUSH, shape, shape))
+
+    def swap(self, out, shape):
+        self.ops.append(_Op(OP_SWAP, out, shape))
+
+    def add(self, shape):
+        self.ops.append(_Op(OP_ADD, shape, shape))
+
+    def pop(self, out, shape):
+        self.ops.append(_Op(OP_POP, out, shape))
+
+    def new_tap_slot(self):
+        """The next read-out slot (taps are numbered in order of appearance)."""
+        slot = self.n_taps
+        self.n_taps += 1
+        return slot
+
+    def output(self, shape, slot):
+        """Read the current state out into tap ``slot``."""
+        self.ops.append(_Op(OP_OUTPUT, shape, shape, ints={8: slot}))
+
+    # layers
+    def conv(self, shape, out, size, stride, dilation, lo, circular, trainable, weight_var,
+             bias_var):
+        """A window-mean convolution; ``lo`` and ``circular`` are per-axis (h, w) pairs."""
+        ints = {
+            8: size[0], 9: size[1],
+            10: stride[0], 11: stride[1],
+            12: dilation[0], 13: dilation[1],
+            14: lo[0], 15: lo[1], 16: int(circular[0]), 17: int(circular[1]),
+            18: int(trainable),
+        }
+        floats = {0: weight_var, 1: bias_var}
+        self.ops.append(_Op(OP_CONV, shape, out, ints, floats))
+
+    def nonlinearity(self, shape, fn, degree, sigma):
+        """An entrywise dual activation, core function code ``fn`` (``FN_*`` of core.hpp)."""
+        ints = {8: fn, 9: self.tape_len, 10: degree}
+        floats = {0: sigma}
+        self.tape_len += 2 * shape[0] * shape[1]  # per-position factors (core.hpp)
+        self.ops.append(_Op(OP_NONLIN, shape, shape, ints, floats))
+
+    def pool(self, shape, mh, mw):
+        """A separable linear map on positions (dense 1-D matrices, stored as CSR)."""
+        out = (mh.shape[0], mw.shape[0])
+        ints = {}
+        mixing = False
+        for ax, m in enumerate((mh, mw)):
+            ptr, idx, val = [0], [], []
+            for row in m:
+                nz = np.flatnonzero(row)
+                idx.extend(int(v) for v in nz)
+                val.extend(float(row[v]) for v in nz)
+                ptr.append(len(idx))
+                mixing |= len(nz) > 1
+            ptr_off = len(self.blob_i)
+            self.blob_i.extend(ptr)
+            self.blob_f.extend([0.0] * len(ptr))
+            idx_off = len(self.blob_i)
+            self.blob_i.extend(idx)
+            self.blob_f.extend(val)
+            ints[8 + 2 * ax] = ptr_off
+            ints[9 + 2 * ax] = idx_off
+        self.ops.append(_Op(OP_POOL, shape, out, ints, mixing=mixing))
+        return out
+
+    def shift_sum(self, shape, weights):
+        """A read-out summing K[p, q] weighted by the displacement q - p (per-axis weights)."""
+        # displacement weights of both axes, stored in the float blob
+        # (the int blob is padded alongside: the blobs share offsets)
+        offsets = {}
+        mixing = False
+        for ax, w in enumerate(weights):
+            offsets[8 + ax] = len(self.blob_f)
+            self.blob_f.extend(float(v) for v in w)
+            self.blob_i.extend([0] * len(w))
+            n = shape[ax]
+            mixing |= bool(np.any(np.delete(w, n - 1)))  # weight off displacement 0
+        self.ops.append(_Op(OP_SHIFTSUM, shape, (1, 1), offsets, mixing=mixing))
+        return (1, 1)
+
+    def diag_sum(self, shape, scale):
+        """A read-out ``scale * sum_p K[p, p]``."""
+        self.ops.append(_Op(OP_DIAGSUM, shape, (1, 1), floats={0: scale}))
+        return (1, 1)
 
     # -- demand (backward: which states must be full) ----------------------
     def backward_demand(self, force_full):
@@ -362,8 +359,7 @@ def make_plan(architecture, input_shape, kind="nngp", spatial="auto"):
     A.validate(architecture, (H, W))
     low = _Lowering(kind)
     low.emit(architecture, (H, W))
-    input_norm = architecture.input_norm if isinstance(architecture, A.Sequential) else "mean"
-    ops, fops, full_ops = low.finalize((H, W, C), input_norm, spatial == "full")
+    ops, fops, full_ops = low.finalize((H, W, C), architecture._input_norm, spatial == "full")
     blob_i = np.asarray(low.blob_i + [0], dtype=np.int64)
     blob_f = np.asarray(low.blob_f + [0.0], dtype=np.float64)
     return Plan(

@@ -48,7 +48,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from sklearn_convkernel._base import validate_images
-from sklearn_convkernel._nystrom import extract_patches, patch_pads
+from sklearn_convkernel._ckn import patch_pads
+from sklearn_convkernel._nystrom import extract_patches
 
 __all__ = ["ZCAWhitening", "PatchFeatures"]
 
@@ -286,7 +287,7 @@ class ZCAWhitening(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.whitening_, self.eigenvalues_ = zca_matrix(cov, self.regularization)
         if self.mode == "patch":
             p, C = self.patch_size, self.image_shape_[2]
-            lo = p // 2
+            lo, _ = patch_pads(p)
             centre = np.arange(C) * p * p + lo * p + lo
             rows = self.whitening_[centre]  # (C_out, C*p*p)
             self.filters_ = rows.reshape(C, C, p, p).transpose(2, 3, 1, 0).copy()

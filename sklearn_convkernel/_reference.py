@@ -6,6 +6,12 @@ conventions of §5.4), independently of the compiled core and of the helper
 code in :mod:`sklearn_convkernel.arch` (it re-derives padding amounts, output
 sizes and pooling taps itself and only reads the layers' public attributes).
 
+Each layer states its rule in its ``_oracle(oracle, stage)`` method (in
+:mod:`sklearn_convkernel.arch`, next to its other rules) by combining the
+operations of :class:`_Oracle` below with its public parameters; a
+nonlinearity contributes its dual activation ``_dual(rho)``.  The geometry
+(window means, pooling matrices, shift weights) stays in this module.
+
 For every image pair (x, y) it carries the full 4-D tensors ``K[i, j, i', j']``
 (and ``Theta`` for ``kind="ntk"``) over pairs of spatial positions, together
 with the self recursions (x, x) and (y, y) whose spatial diagonals provide the
@@ -125,27 +131,12 @@ def _strided_pool_matrix(n, d):
 
 
 def _pool_matrices(layer, shape):
-    """Per-axis pooling matrices (out_len x in_len) of a pooling layer."""
-    mats = []
-    for ax in range(2):
-        n = shape[ax]
-        if isinstance(layer, _arch.AvgPool):
-            m = _avgpool_matrix(n, layer.window[ax], layer.stride[ax],
-                                _axis_padding(layer.padding, ax))
-        elif isinstance(layer, _arch.GaussianPool):
-            d = int(layer.subsampling)
-            p = d if layer.poolfactor is None else int(layer.poolfactor)
-            m = _gaussian_pool_matrix(n, d, p)
-        elif isinstance(layer, _arch.BoxPool):
-            d = int(layer.subsampling)
-            p = d if layer.poolfactor is None else int(layer.poolfactor)
-            m = _box_pool_matrix(n, d, p)
-        elif isinstance(layer, _arch.StridedPool):
-            m = _strided_pool_matrix(n, int(layer.subsampling))
-        else:  # pragma: no cover - guarded by the caller
-            raise TypeError(layer)
-        mats.append(m)
-    return mats
+    """Per-axis pooling matrices (out_len x in_len) of a pooling layer.
+
+    The layer picks its matrix (``layer._oracle_matrix``) among the
+    constructions of this module.
+    """
+    return [layer._oracle_matrix(ORACLE, shape[ax], ax) for ax in range(2)]
 
 
 # ---------------------------------------------------------------------------
@@ -212,60 +203,23 @@ def _as_1x1(values):
 # ---------------------------------------------------------------------------
 
 
-def _dual(layer, rho):
-    """(kappa(rho), kappa'(rho), kappa(1), kappa'(1)) of a dot-product nonlinearity.
+def _homogeneous(dual, K, T, vp, vq, coincident):
+    """A dot-product nonlinearity ``sqrt(vp vq) kappa(rho)`` on (K, Theta) of a batch of pairs.
 
-    For ReLU, kappa is the normalised expectation E[relu(u) relu(v)] / sqrt(Vx Vy)
-    (= kappa_1 / 2).  ``kappa'`` is None when the layer has no NTK rule.
+    ``dual(rho)`` returns ``(kappa(rho), kappa'(rho), kappa(1), kappa'(1))``
+    (``kappa'`` None without an NTK rule).  ``vp`` / ``vq`` are the variances
+    of the first / second position of each entry (broadcastable to K).
+    ``coincident`` is None for a cross pair, or a boolean mask over
+    (i, j, i', j') marking p == q for a self pair, where the exact values are
+    used.
     """
-    if isinstance(layer, _arch.ReLU):
-        theta = np.arccos(rho)
-        kap = (np.sqrt(1.0 - rho * rho) + (np.pi - theta) * rho) / (2 * np.pi)
-        return kap, (np.pi - theta) / (2 * np.pi), 0.5, 0.5
-    if isinstance(layer, _arch.ArcCosKernel):
-        theta = np.arccos(rho)
-        k0 = (np.pi - theta) / np.pi
-        if layer.order == 0:
-            return k0, None, 1.0, None
-        k1 = (np.sqrt(1.0 - rho * rho) + rho * (np.pi - theta)) / np.pi
-        return k1, k0, 1.0, 1.0
-    if isinstance(layer, _arch.ExpKernel):
-        s2 = layer.sigma**2
-        kap = np.exp((rho - 1.0) / s2)
-        return kap, kap / s2, 1.0, 1.0 / s2
-    if isinstance(layer, _arch.PolyKernel):
-        d = layer.degree
-        return rho**d, d * rho ** (d - 1), 1.0, float(d)
-    if isinstance(layer, _arch.LinearKernel):
-        return rho, np.ones_like(rho), 1.0, 1.0
-    raise TypeError(f"unknown nonlinearity {layer!r}")  # pragma: no cover
-
-
-def _nonlinearity(layer, K, T, vp, vq, coincident):
-    """Apply a nonlinearity to (K, Theta) of a batch of pairs.
-
-    ``vp`` / ``vq`` are the variances of the first / second position of each
-    entry (broadcastable to K).  ``coincident`` is None for a cross pair, or a
-    boolean mask over (i, j, i', j') marking p == q for a self pair, where the
-    exact values are used.
-    """
-    if isinstance(layer, _arch.Erf):
-        a = (1.0 + 2.0 * vp) * (1.0 + 2.0 * vq)
-        Kn = (2.0 / np.pi) * np.arcsin(np.clip(2.0 * K / np.sqrt(a), -1.0, 1.0))
-        dot = (4.0 / np.pi) / np.sqrt(a - 4.0 * K * K)
-        if coincident is not None:
-            V = np.broadcast_to(vp, K.shape)
-            Kn = np.where(coincident, (2.0 / np.pi) * np.arcsin(2.0 * V / (1.0 + 2.0 * V)), Kn)
-            dot = np.where(coincident, (4.0 / np.pi) / np.sqrt(1.0 + 4.0 * V), dot)
-        return Kn, (None if T is None else T * dot)
-
     prod = vp * vq
     positive = prod > 0
     norm = np.sqrt(prod)
     with np.errstate(divide="ignore", invalid="ignore"):
         rho = np.where(positive, K / np.where(positive, norm, 1.0), 0.0)
     rho = np.clip(rho, -1.0, 1.0)
-    kap, dkap, kap1, dkap1 = _dual(layer, rho)
+    kap, dkap, kap1, dkap1 = dual(rho)
     Kn = norm * kap
     if coincident is not None:
         exact = coincident & positive
@@ -323,54 +277,77 @@ def _affine(scale_K, weight_var, bias_var, trainable, K, T):
     return Kn, Tn
 
 
-def _apply(layer, st, outputs):
-    """Propagate the stage through ``layer``; taps append their stages to ``outputs``."""
-    if isinstance(layer, _arch.Sequential):
-        for sub in layer.layers:
-            st = _apply(sub, st, outputs)
-        return st
-    if isinstance(layer, _arch.Sum):
-        total = None
-        for branch in layer.branches:
-            res = _apply(branch, st, outputs)
-            total = res if total is None else total + res
-        return total
-    if isinstance(layer, _arch.Tap):
-        slot = len(outputs)
-        outputs.append(None)  # keep the order of appearance for nested taps
-        outputs[slot] = _apply(layer.readout, st, outputs)
-        return st
-    if isinstance(layer, _arch.Conv):
-        return st.map(lambda K, T: _affine(lambda M: _conv_window_mean(M, layer),
-                                           layer.weight_var, layer.bias_var,
-                                           layer.trainable, K, T))
-    if isinstance(layer, _arch.Dense):  # a 1x1 convolution
-        return st.map(lambda K, T: _affine(lambda M: M, layer.weight_var, layer.bias_var,
-                                           layer.trainable, K, T))
-    if isinstance(layer, _arch.GlobalAvgPool):
-        fn = lambda M: _as_1x1(M.mean(axis=(-4, -3, -2, -1)))  # noqa: E731
+class _Oracle:
+    """The oracle's operations, called by each layer's ``_oracle(oracle, stage)`` method.
+
+    A layer's oracle rule (in :mod:`sklearn_convkernel.arch`) combines these
+    generic maps on a :class:`_Stage` with the geometry of this module; the
+    layer itself only contributes its public parameters and, for a
+    nonlinearity, its dual activation.
+    """
+
+    axis_padding = staticmethod(_axis_padding)
+    avgpool_matrix = staticmethod(_avgpool_matrix)
+    gaussian_pool_matrix = staticmethod(_gaussian_pool_matrix)
+    box_pool_matrix = staticmethod(_box_pool_matrix)
+    strided_pool_matrix = staticmethod(_strided_pool_matrix)
+    homogeneous = staticmethod(_homogeneous)
+    shift_pair_weights = staticmethod(_shift_pair_weights)
+
+    def __init__(self):
+        self.outputs = []
+
+    def apply(self, layer, st):
+        """Propagate the stage through ``layer``."""
+        return layer._oracle(self, st)
+
+    def tap(self, readout, st):
+        """Read ``st`` out through ``readout`` into the next output slot."""
+        slot = len(self.outputs)
+        self.outputs.append(None)  # keep the order of appearance for nested taps
+        self.outputs[slot] = self.apply(readout, st)
+
+    @staticmethod
+    def shape(st):
+        """Spatial shape (H, W) of the stage."""
+        return st.xy[0].shape[-4:-2]
+
+    @staticmethod
+    def linear(st, fn):
+        """The same linear map ``fn`` on K and Theta of all three recursions."""
         return st.map(lambda K, T: (fn(K), None if T is None else fn(T)))
-    if isinstance(layer, (_arch.AvgPool, _arch.GaussianPool, _arch.BoxPool, _arch.StridedPool)):
-        Ph, Pw = _pool_matrices(layer, st.xy[0].shape[-4:-2])
-        return st.map(lambda K, T: (_pool(K, Ph, Pw), None if T is None else _pool(T, Ph, Pw)))
-    if isinstance(layer, _arch.ShiftAverage):
-        H, W = st.xy[0].shape[-4:-2]
-        Wh = _shift_pair_weights(H, layer.max_shift[0], layer.one_sided, layer.circular)
-        Ww = _shift_pair_weights(W, layer.max_shift[1], layer.one_sided, layer.circular)
-        fn = lambda M: _as_1x1(np.einsum("...ijkl,ik,jl->...", M, Wh, Ww) / (H * W))  # noqa: E731
-        return st.map(lambda K, T: (fn(K), None if T is None else fn(T)))
-    if isinstance(layer, (_arch.Flatten, _arch.Trace)):
-        H, W = st.xy[0].shape[-4:-2]
-        scale = 1.0 / (H * W) if isinstance(layer, _arch.Flatten) else 1.0
-        fn = lambda M: _as_1x1(scale * np.einsum("...ijij->...", M))  # noqa: E731
-        return st.map(lambda K, T: (fn(K), None if T is None else fn(T)))
-    if isinstance(layer, (_arch.ReLU, _arch.Erf, _arch.ExpKernel, _arch.ArcCosKernel,
-                          _arch.PolyKernel, _arch.LinearKernel)):
-        return _apply_nonlinearity(layer, st)
-    raise TypeError(f"reference_gram: unsupported layer {layer!r}")
+
+    @staticmethod
+    def readout(st, fn):
+        """A read-out ``fn(M)`` (a scalar per pair over the last four axes) as a 1x1 stage."""
+        return _Oracle.linear(st, lambda M: _as_1x1(fn(M)))
+
+    @staticmethod
+    def affine(st, window_mean, weight_var, bias_var, trainable):
+        """K' = w A[K] + b; Theta' = w A[Theta] (+ K' if trainable)."""
+        return st.map(lambda K, T: _affine(window_mean, weight_var, bias_var, trainable, K, T))
+
+    @staticmethod
+    def conv_window_mean(layer):
+        """The window mean of a :class:`~.arch.Conv` as a map on 4-D tensors."""
+        return lambda M: _conv_window_mean(M, layer)
+
+    @staticmethod
+    def pool(st, layer):
+        """K' = P K P^T with the pooling layer's matrices."""
+        Ph, Pw = _pool_matrices(layer, _Oracle.shape(st))
+        return _Oracle.linear(st, lambda M: _pool(M, Ph, Pw))
+
+    @staticmethod
+    def nonlinearity(st, entrywise):
+        """An entrywise nonlinearity ``entrywise(K, T, vp, vq, coincident)`` (see _homogeneous)."""
+        return _apply_nonlinearity(entrywise, st)
 
 
-def _apply_nonlinearity(layer, st):
+ORACLE = _Oracle()  # stateless uses (pool matrices); reference_gram makes its own
+
+
+def _apply_nonlinearity(entrywise, st):
     Vx = _diagonal(st.xx[0])  # (nx, H, W)
     Vy = Vx if st.yy is None else _diagonal(st.yy[0])
     H, W = Vx.shape[-2:]
@@ -379,11 +356,11 @@ def _apply_nonlinearity(layer, st):
     def self_pair(KT, V):
         vp = V[:, :, :, None, None]
         vq = V[:, None, None, :, :]
-        return _nonlinearity(layer, KT[0], KT[1], vp, vq, coincident)
+        return entrywise(KT[0], KT[1], vp, vq, coincident)
 
     vp = Vx[:, None, :, :, None, None]
     vq = Vy[None, :, None, None, :, :]
-    xy = _nonlinearity(layer, st.xy[0], st.xy[1], vp, vq, None)
+    xy = entrywise(st.xy[0], st.xy[1], vp, vq, None)
     xx = self_pair(st.xx, Vx)
     yy = None if st.yy is None else self_pair(st.yy, Vy)
     return _Stage(xy, xx, yy)
@@ -392,19 +369,6 @@ def _apply_nonlinearity(layer, st):
 # ---------------------------------------------------------------------------
 # public entry point
 # ---------------------------------------------------------------------------
-
-
-def _leaves(layer):
-    """All layers of the tree (combinators included), depth first."""
-    yield layer
-    if isinstance(layer, _arch.Sequential):
-        for sub in layer.layers:
-            yield from _leaves(sub)
-    elif isinstance(layer, _arch.Sum):
-        for branch in layer.branches:
-            yield from _leaves(branch)
-    elif isinstance(layer, _arch.Tap):
-        yield from _leaves(layer.readout)
 
 
 def reference_gram(X, Y=None, *, architecture, kind="nngp"):
@@ -439,18 +403,11 @@ def reference_gram(X, Y=None, *, architecture, kind="nngp"):
                 f"and {Y.shape[1:]}."
             )
     _arch.validate(architecture, X.shape[1:3])
-    layers = list(_leaves(architecture))
-    if kind == "ntk":
-        for layer in layers:
-            if isinstance(layer, _arch.ArcCosKernel) and layer.order == 0:
-                raise ValueError(
-                    f"{layer!r} has no NTK (its derivative is unbounded at rho = 1); "
-                    "use kind='nngp' or ArcCosKernel(order=1)."
-                )
-    has_taps = any(isinstance(layer, _arch.Tap) for layer in layers)
+    for layer in _arch.iter_layers(architecture):
+        layer._check_kind(kind)
 
     C = X.shape[3]
-    s = 1.0 / C if architecture.input_norm == "mean" else 1.0
+    s = 1.0 / C if architecture._input_norm == "mean" else 1.0
     Kxy = s * np.einsum("ahwc,bijc->abhwij", X, X if same else Y)
     Kxx = s * np.einsum("ahwc,aijc->ahwij", X, X)
     Kyy = None if same else s * np.einsum("ahwc,aijc->ahwij", Y, Y)
@@ -459,9 +416,9 @@ def reference_gram(X, Y=None, *, architecture, kind="nngp"):
         return (K, np.zeros_like(K) if kind == "ntk" else None)
 
     st = _Stage(with_theta(Kxy), with_theta(Kxx), None if same else with_theta(Kyy))
-    outputs = []
-    final = _apply(architecture, st, outputs)
-    outputs.append(final)
+    oracle = _Oracle()
+    final = oracle.apply(architecture, st)
+    outputs = oracle.outputs + [final]
 
     idx = 1 if kind == "ntk" else 0
     grams = []
@@ -470,4 +427,4 @@ def reference_gram(X, Y=None, *, architecture, kind="nngp"):
         if same:  # exact self values on the diagonal
             G[np.diag_indices_from(G)] = out.xx[idx][..., 0, 0, 0, 0]
         grams.append(G)
-    return np.stack(grams) if has_taps else grams[0]
+    return np.stack(grams) if len(grams) > 1 else grams[0]

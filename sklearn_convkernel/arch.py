@@ -34,6 +34,8 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Tuple, Union
 
+import numpy as np
+
 __all__ = [
     "ArchitectureError",
     "Layer",
@@ -210,11 +212,34 @@ class Layer:
     """Base class of every architecture element.
 
     Layers are immutable; compose them with :class:`Sequential`.
+
+    Each layer class owns its whole meaning (``docs/developer.rst``, "Adding
+    a layer"); the drivers only call these methods:
+
+    * :meth:`output_shape` -- the shape rule (and its error messages);
+    * ``_lower(lowering, shape)`` -- its operations of the compiled core's
+      program, through the builders of ``_plan._Lowering``;
+      returns the output shape;
+    * ``_oracle(oracle, stage)`` -- its rule in the slow reference recursion,
+      from the generic maps of ``_reference._Oracle``;
+      returns the next stage;
+    * ``_finite(net, h, counter)`` -- its forward pass in a finite random
+      network (``FiniteNetwork``) on maps
+      ``h`` of shape (n, H, W, C); ``counter`` numbers the parameterised layers;
+    * ``_gaussian_out(gaussian)`` -- whether its output is a Gaussian
+      pre-activation (nonlinearities check their input is);
+    * ``_children()`` -- the sub-architectures of a combinator.
+
+    A layer class that has no rule for a driver names the method in
+    ``_unsupported`` and inherits the default, which raises a clear error.
     """
 
-    #: whether the layer may only follow a layer with trainable weights
-    #: (i.e. its input must be a Gaussian pre-activation)
-    _is_nonlinearity = False
+    #: driver methods ("_lower", "_oracle", "_finite") this class deliberately lacks
+    _unsupported = frozenset()
+    #: whether the layer draws random weights (numbered by FiniteNetwork)
+    _has_weights = False
+    #: whether the layer only groups other layers (Sequential, Sum, Tap)
+    _combinator = False
 
     def output_shape(self, shape):
         """Spatial shape (H, W) after this layer, for an input of spatial shape ``shape``.
@@ -225,6 +250,44 @@ class Layer:
 
     def __rshift__(self, other):
         return Sequential(self, other)
+
+    # -- structure ---------------------------------------------------------
+    def _children(self):
+        """The layers this one groups (combinators), in order."""
+        return ()
+
+    @property
+    def _input_norm(self):
+        """Channel normalisation of the input kernel when this layer is the architecture."""
+        return "mean"
+
+    def _check_input_norm(self, top):
+        for child in self._children():
+            child._check_input_norm(False)
+
+    def _gaussian_out(self, gaussian):
+        """Gaussianity of the output given that of the input (linear maps keep it)."""
+        return gaussian
+
+    def _check_kind(self, kind):
+        """Raise if the layer has no rule for ``kind`` ("nngp" or "ntk")."""
+
+    # -- drivers -----------------------------------------------------------
+    def _lower(self, lowering, shape):
+        raise ArchitectureError(f"unsupported layer {self!r}: it has no lowering to the core.")
+
+    def _oracle(self, oracle, st):
+        raise TypeError(f"reference_gram: unsupported layer {self!r}")
+
+    def _finite(self, net, h, counter):
+        raise TypeError(f"finite networks do not support {self!r}")
+
+
+def iter_layers(layer):
+    """``layer`` and every layer it contains (combinators included), depth first."""
+    yield layer
+    for child in layer._children():
+        yield from iter_layers(child)
 
 
 def _name(layer):
@@ -310,6 +373,25 @@ class Conv(Layer):
             out.append(n_out)
         return tuple(out)
 
+    _has_weights = True
+
+    def _gaussian_out(self, gaussian):
+        return True
+
+    def _lower(self, lowering, shape):
+        out = self.output_shape(shape)
+        (lo_h, _, circ_h, _), (lo_w, _, circ_w, _) = self.axis_params(shape)
+        lowering.conv(shape, out, self.size, self.stride, self.dilation, (lo_h, lo_w),
+                      (circ_h, circ_w), self.trainable, self.weight_var, self.bias_var)
+        return out
+
+    def _oracle(self, oracle, st):
+        return oracle.affine(st, oracle.conv_window_mean(self), self.weight_var,
+                             self.bias_var, self.trainable)
+
+    def _finite(self, net, h, counter):
+        return net.conv(h, self, counter)
+
 
 @dataclass(frozen=True)
 class Dense(Layer):
@@ -337,6 +419,20 @@ class Dense(Layer):
     def output_shape(self, shape):
         return tuple(shape)
 
+    _has_weights = True
+
+    def _gaussian_out(self, gaussian):
+        return True
+
+    def _lower(self, lowering, shape):
+        return self.as_conv()._lower(lowering, shape)
+
+    def _oracle(self, oracle, st):  # a 1x1 convolution: no window
+        return oracle.affine(st, lambda M: M, self.weight_var, self.bias_var, self.trainable)
+
+    def _finite(self, net, h, counter):
+        return net.conv(h, self.as_conv(), counter)
+
 
 # ---------------------------------------------------------------------------
 # nonlinearities
@@ -344,12 +440,68 @@ class Dense(Layer):
 
 
 class _Nonlinearity(Layer):
-    _is_nonlinearity = True
+    """An entrywise nonlinearity; its dual activation is defined once, here.
+
+    A subclass gives its core function code ``_fn_code`` (``FN_*`` of
+    ``_ext/include/convkernel/core.hpp``), its dual ``_dual(rho)`` for the
+    oracle (dot-product kernels ``sqrt(Vx Vy) kappa(rho)``; :class:`Erf`
+    overrides ``_oracle``) and its random features for finite networks
+    (``_feature_map(a)`` of a standard normal ``a``, or ``_features``).
+    """
+
     #: whether the NTK rule exists (derivative bounded at rho = 1)
     has_ntk = True
+    _fn_code = None
 
     def output_shape(self, shape):
         return tuple(shape)
+
+    def _gaussian_out(self, gaussian):
+        if not gaussian:
+            raise ArchitectureError(
+                f"{self!r} is applied to a tensor that is not a Gaussian "
+                "pre-activation (raw inputs, or the output of another nonlinearity); "
+                "put a Conv or Dense layer before it."
+            )
+        return False
+
+    def _check_kind(self, kind):
+        if kind == "ntk" and not self.has_ntk:
+            raise ArchitectureError(
+                f"{self!r} has no NTK (its derivative is unbounded at rho = 1); "
+                "use kind='nngp' or ArcCosKernel(order=1)."
+            )
+
+    def _core_params(self):
+        """(function code, degree, sigma) of the core's NONLIN op."""
+        return self._fn_code, 1, 1.0
+
+    def _lower(self, lowering, shape):
+        self._check_kind(lowering.kind)
+        fn, degree, sigma = self._core_params()
+        lowering.nonlinearity(shape, fn, degree, sigma)
+        return shape
+
+    def _dual(self, rho):
+        """(kappa(rho), kappa'(rho), kappa(1), kappa'(1)); kappa' None without an NTK."""
+        raise NotImplementedError
+
+    def _oracle(self, oracle, st):
+        def entrywise(K, T, vp, vq, coincident):
+            return oracle.homogeneous(self._dual, K, T, vp, vq, coincident)
+
+        return oracle.nonlinearity(st, entrywise)
+
+    def _feature_map(self, a):
+        """g with ``E[g(a) g(b)] = kappa(rho)`` for standard normal (a, b) of correlation rho."""
+        raise NotImplementedError
+
+    def _features(self, net, u):
+        """The finite network's pointwise map of the pre-activations u (n, H, W, C)."""
+        return net.homogeneous(u, self._feature_map)
+
+    def _finite(self, net, h, counter):
+        return self._features(net, h)
 
 
 @dataclass(frozen=True)
@@ -361,6 +513,17 @@ class ReLU(_Nonlinearity):
     No factor 2: use ``Conv(weight_var=2)`` for the He scaling.
     """
 
+    _fn_code = 0
+
+    def _dual(self, rho):
+        # the normalised expectation E[relu(u) relu(v)] / sqrt(Vx Vy) (= kappa_1 / 2)
+        theta = np.arccos(rho)
+        kap = (np.sqrt(1.0 - rho * rho) + (np.pi - theta) * rho) / (2 * np.pi)
+        return kap, (np.pi - theta) / (2 * np.pi), 0.5, 0.5
+
+    def _features(self, net, u):
+        return np.maximum(u, 0.0)
+
 
 @dataclass(frozen=True)
 class Erf(_Nonlinearity):
@@ -368,6 +531,28 @@ class Erf(_Nonlinearity):
 
     ``K' = (2/pi) arcsin(2 K / sqrt((1 + 2 Vx)(1 + 2 Vy)))``.
     """
+
+    _fn_code = 1
+
+    @staticmethod
+    def _entrywise(K, T, vp, vq, coincident):
+        """The oracle's rule (not a dot-product kernel: it reads the variances directly)."""
+        a = (1.0 + 2.0 * vp) * (1.0 + 2.0 * vq)
+        Kn = (2.0 / np.pi) * np.arcsin(np.clip(2.0 * K / np.sqrt(a), -1.0, 1.0))
+        dot = (4.0 / np.pi) / np.sqrt(a - 4.0 * K * K)
+        if coincident is not None:
+            V = np.broadcast_to(vp, K.shape)
+            Kn = np.where(coincident, (2.0 / np.pi) * np.arcsin(2.0 * V / (1.0 + 2.0 * V)), Kn)
+            dot = np.where(coincident, (4.0 / np.pi) / np.sqrt(1.0 + 4.0 * V), dot)
+        return Kn, (None if T is None else T * dot)
+
+    def _oracle(self, oracle, st):
+        return oracle.nonlinearity(st, self._entrywise)
+
+    def _features(self, net, u):
+        from scipy.special import erf
+
+        return erf(u)
 
 
 @dataclass(frozen=True)
@@ -382,6 +567,20 @@ class ExpKernel(_Nonlinearity):
 
     def __post_init__(self):
         object.__setattr__(self, "sigma", _nonneg_float(self.sigma, "sigma", "ExpKernel", positive=True))
+
+    _fn_code = 2
+
+    def _core_params(self):
+        return self._fn_code, 1, self.sigma
+
+    def _dual(self, rho):
+        s2 = self.sigma**2
+        kap = np.exp((rho - 1.0) / s2)
+        return kap, kap / s2, 1.0, 1.0 / s2
+
+    def _feature_map(self, a):
+        s = self.sigma
+        return np.exp(a / s - 1.0 / s**2)
 
 
 @dataclass(frozen=True)
@@ -404,6 +603,25 @@ class ArcCosKernel(_Nonlinearity):
     def has_ntk(self):
         return self.order == 1
 
+    def _core_params(self):
+        return (3 if self.order == 0 else 4), 1, 1.0
+
+    def _dual(self, rho):
+        theta = np.arccos(rho)
+        k0 = (np.pi - theta) / np.pi
+        if self.order == 0:
+            return k0, None, 1.0, None
+        k1 = (np.sqrt(1.0 - rho * rho) + rho * (np.pi - theta)) / np.pi
+        return k1, k0, 1.0, 1.0
+
+    def _feature_map(self, a):  # order 0
+        return math.sqrt(2.0) * (a > 0)
+
+    def _features(self, net, u):
+        if self.order == 1:
+            return math.sqrt(2.0) * np.maximum(u, 0.0)
+        return net.homogeneous(u, self._feature_map)
+
 
 @dataclass(frozen=True)
 class PolyKernel(_Nonlinearity):
@@ -419,10 +637,33 @@ class PolyKernel(_Nonlinearity):
             )
         object.__setattr__(self, "degree", int(self.degree))
 
+    _fn_code = 5
+
+    def _core_params(self):
+        return self._fn_code, self.degree, 1.0
+
+    def _dual(self, rho):
+        d = self.degree
+        return rho**d, d * rho ** (d - 1), 1.0, float(d)
+
+    def _feature_map(self, a):
+        # probabilists' Hermite polynomial He_d / sqrt(d!)
+        d = self.degree
+        return (np.polynomial.hermite_e.hermeval(a, [0.0] * d + [1.0])
+                / math.sqrt(math.factorial(d)))
+
 
 @dataclass(frozen=True)
 class LinearKernel(_Nonlinearity):
     """Homogeneous linear kernel ``kappa(rho) = rho`` (the identity map on K)."""
+
+    _fn_code = 6
+
+    def _dual(self, rho):
+        return rho, np.ones_like(rho), 1.0, 1.0
+
+    def _features(self, net, u):
+        return u
 
 
 # ---------------------------------------------------------------------------
@@ -441,10 +682,22 @@ class _Pool(Layer):
         mats = self.axis_matrices(shape)
         return (mats[0].shape[0], mats[1].shape[0])
 
+    def _oracle_matrix(self, oracle, n, ax):
+        """The oracle's own pooling matrix along axis ``ax`` (input length n)."""
+        raise NotImplementedError
+
+    def _lower(self, lowering, shape):
+        mh, mw = self.axis_matrices(shape)
+        return lowering.pool(shape, mh, mw)
+
+    def _oracle(self, oracle, st):
+        return oracle.pool(st, self)
+
+    def _finite(self, net, h, counter):
+        return net.pool(h, self)
+
 
 def _conv_like_matrix(n, k, s, padding, owner, axis):
-    import numpy as np
-
     lo, hi, circ, out = resolve_padding(padding, n, k, s, 1)
     if out < 1:
         raise ArchitectureError(
@@ -495,6 +748,10 @@ class AvgPool(_Pool):
                                           _name(self), ax))
         return mats
 
+    def _oracle_matrix(self, oracle, n, ax):
+        return oracle.avgpool_matrix(n, self.window[ax], self.stride[ax],
+                                     oracle.axis_padding(self.padding, ax))
+
 
 
 @dataclass(frozen=True)
@@ -521,8 +778,6 @@ class GaussianPool(_Pool):
                 raise ArchitectureError(f"{owner}: poolfactor must be an int or None.")
 
     def axis_matrices(self, shape):
-        import numpy as np
-
         d = int(self.subsampling)
         p = d if self.poolfactor is None else int(self.poolfactor)
         ks = np.arange(-p, p + 1)
@@ -547,6 +802,11 @@ class GaussianPool(_Pool):
             mats.append(m)
         return mats
 
+    def _oracle_matrix(self, oracle, n, ax):
+        d = int(self.subsampling)
+        p = d if self.poolfactor is None else int(self.poolfactor)
+        return oracle.gaussian_pool_matrix(n, d, p)
+
 
 
 @dataclass(frozen=True)
@@ -569,8 +829,6 @@ class BoxPool(_Pool):
             raise ArchitectureError(f"{owner}: poolfactor must be an int >= 1 or None.")
 
     def axis_matrices(self, shape):
-        import numpy as np
-
         d = int(self.subsampling)
         p = d if self.poolfactor is None else int(self.poolfactor)
         mats = []
@@ -592,6 +850,11 @@ class BoxPool(_Pool):
             mats.append(m)
         return mats
 
+    def _oracle_matrix(self, oracle, n, ax):
+        d = int(self.subsampling)
+        p = d if self.poolfactor is None else int(self.poolfactor)
+        return oracle.box_pool_matrix(n, d, p)
+
 
 
 @dataclass(frozen=True)
@@ -607,8 +870,6 @@ class StridedPool(_Pool):
             )
 
     def axis_matrices(self, shape):
-        import numpy as np
-
         d = int(self.subsampling)
         mats = []
         for ax in range(2):
@@ -626,6 +887,9 @@ class StridedPool(_Pool):
             mats.append(m)
         return mats
 
+    def _oracle_matrix(self, oracle, n, ax):
+        return oracle.strided_pool_matrix(n, int(self.subsampling))
+
 
 
 @dataclass(frozen=True)
@@ -633,31 +897,62 @@ class GlobalAvgPool(_Pool):
     """Mean over all position pairs: ``K' = mean_{p, q} K[p, q]`` (a 1x1 map)."""
 
     def axis_matrices(self, shape):
-        import numpy as np
-
         return [np.full((1, shape[0]), 1.0 / shape[0]), np.full((1, shape[1]), 1.0 / shape[1])]
 
     def output_shape(self, shape):
         return (1, 1)
 
+    def _oracle(self, oracle, st):
+        return oracle.readout(st, lambda M: M.mean(axis=(-4, -3, -2, -1)))
+
+    def _finite(self, net, h, counter):
+        return h.mean(axis=(1, 2), keepdims=True)
+
+
+class _DiagonalReadout(Layer):
+    """``K' = scale * sum_p K[p, p]`` (a 1x1 map); subclasses give the scale."""
+
+    def output_shape(self, shape):
+        return (1, 1)
+
+    @staticmethod
+    def _scale(shape):
+        raise NotImplementedError
+
+    def _lower(self, lowering, shape):
+        return lowering.diag_sum(shape, self._scale(shape))
+
+    def _oracle(self, oracle, st):
+        scale = self._scale(oracle.shape(st))
+        return oracle.readout(st, lambda M: scale * np.einsum("...ijij->...", M))
+
 
 @dataclass(frozen=True)
-class Flatten(Layer):
+class Flatten(_DiagonalReadout):
     """Flatten readout: mean of the spatial diagonal, ``K' = mean_p K[p, p]`` (1x1 map).
 
     Followed by :class:`Dense` it is neural-tangents' ``Flatten(), Dense()``.
     """
 
-    def output_shape(self, shape):
-        return (1, 1)
+    @staticmethod
+    def _scale(shape):
+        return 1.0 / (shape[0] * shape[1])
+
+    def _finite(self, net, h, counter):
+        # H W C channels of a 1x1 map: a following Dense has fan-in H W C
+        return h.reshape(h.shape[0], 1, 1, -1)
 
 
 @dataclass(frozen=True)
-class Trace(Layer):
+class Trace(_DiagonalReadout):
     """Trace readout: ``K' = sum_p K[p, p]`` (ckn_kernel, Arora et al.'s vanilla CNTK)."""
 
-    def output_shape(self, shape):
-        return (1, 1)
+    @staticmethod
+    def _scale(shape):
+        return 1.0
+
+    def _finite(self, net, h, counter):
+        return math.sqrt(h.shape[1] * h.shape[2]) * h.reshape(h.shape[0], 1, 1, -1)
 
 
 @dataclass(frozen=True)
@@ -724,8 +1019,6 @@ class ShiftAverage(Layer):
         the ``1 / n`` of the mean over positions included (wrapped
         displacements folded in when ``circular``).
         """
-        import numpy as np
-
         weights = []
         for n, m in zip(shape, self.max_shift):
             reach = m if self.one_sided else 2 * m
@@ -746,9 +1039,45 @@ class ShiftAverage(Layer):
             weights.append(w / n)
         return weights[0], weights[1]
 
+    def _lower(self, lowering, shape):
+        return lowering.shift_sum(shape, self.displacement_weights(shape))
 
-_DIAG_READOUTS = (Flatten, Trace)
-_POOLS = (AvgPool, GaussianPool, BoxPool, StridedPool, GlobalAvgPool)
+    def _oracle(self, oracle, st):
+        H, W = oracle.shape(st)
+        Wh = oracle.shift_pair_weights(H, self.max_shift[0], self.one_sided, self.circular)
+        Ww = oracle.shift_pair_weights(W, self.max_shift[1], self.one_sided, self.circular)
+        return oracle.readout(st, lambda M: np.einsum("...ijkl,ik,jl->...", M, Wh, Ww) / (H * W))
+
+    def _finite(self, net, h, counter):
+        """Two-sided: the mean of the shifted maps, flattened.
+
+        Without wrap-around the shifts land on a canvas extended by
+        ``max_shift`` on every side (a box filter in "full" mode), so that
+        every pair of shifts keeps all of its products; the scale makes the
+        following Dense (fan-in: canvas size x channels) average over the
+        ``H W`` positions of the map, as Flatten does.
+        """
+        if self.one_sided:
+            raise TypeError(
+                f"{self!r} (one-sided) is not the kernel of a single network; "
+                "use one_sided=False for finite networks."
+            )
+        n, H, W, C = h.shape
+        mh, mw = self.max_shift
+        if self.circular:
+            g = np.zeros_like(h)
+            for s in range(-mh, mh + 1):
+                for t in range(-mw, mw + 1):
+                    g += np.roll(h, (s, t), axis=(1, 2))
+            size = H * W
+        else:
+            g = np.zeros((n, H + 2 * mh, W + 2 * mw, C))
+            for s in range(2 * mh + 1):
+                for t in range(2 * mw + 1):
+                    g[:, s:s + H, t:t + W] += h
+            size = (H + 2 * mh) * (W + 2 * mw)
+        g *= math.sqrt(size / (H * W)) / ((2 * mh + 1) * (2 * mw + 1))
+        return g.reshape(n, 1, 1, -1)
 
 
 # ---------------------------------------------------------------------------
@@ -839,6 +1168,43 @@ class Sequential(Layer):
             shape = layer.output_shape(shape)
         return shape
 
+    _combinator = True
+
+    def _children(self):
+        return self.layers
+
+    @property
+    def _input_norm(self):
+        return self.input_norm
+
+    def _check_input_norm(self, top):
+        if not top and self.input_norm != "mean":
+            raise ArchitectureError(
+                "input_norm applies only to the outermost Sequential; remove it from "
+                f"the nested {self!r}."
+            )
+        super()._check_input_norm(top)
+
+    def _gaussian_out(self, gaussian):
+        for layer in self.layers:
+            gaussian = layer._gaussian_out(gaussian)
+        return gaussian
+
+    def _lower(self, lowering, shape):
+        for sub in self.layers:
+            shape = lowering.emit(sub, shape)
+        return shape
+
+    def _oracle(self, oracle, st):
+        for sub in self.layers:
+            st = oracle.apply(sub, st)
+        return st
+
+    def _finite(self, net, h, counter):
+        for sub in self.layers:
+            h = net.forward(sub, h, counter)
+        return h
+
 
 def _rebuild_sequential(layers, input_norm):
     return Sequential(*layers, input_norm=input_norm)
@@ -890,6 +1256,51 @@ class Sum(Layer):
             )
         return shapes[0]
 
+    _combinator = True
+
+    def _children(self):
+        return self.branches
+
+    def _gaussian_out(self, gaussian):
+        # A sum of independent Gaussian branches is Gaussian; a sum involving a
+        # post-nonlinearity branch is not a valid nonlinearity input.
+        outs = [b._gaussian_out(gaussian) for b in self.branches]
+        return all(outs)
+
+    def _lower(self, lowering, shape):
+        # each branch but the last runs on a pushed copy of the input, swapped
+        # below the branch output; the outputs are then added up
+        n = len(self.branches)
+        outs = []
+        for i, branch in enumerate(self.branches):
+            last = i == n - 1
+            if not last:
+                lowering.push(shape)
+            out = lowering.emit(branch, shape)
+            outs.append(out)
+            if not last:
+                lowering.swap(out, shape)
+        for _ in range(n - 1):
+            lowering.add(outs[0])
+        return outs[0]
+
+    def _oracle(self, oracle, st):
+        total = None
+        for branch in self.branches:
+            res = oracle.apply(branch, st)
+            total = res if total is None else total + res
+        return total
+
+    def _finite(self, net, h, counter):
+        outs = [net.forward(b, h, counter) for b in self.branches]
+        if len({o.shape for o in outs}) != 1:
+            raise ValueError(
+                "Sum: the branches of a finite network must produce the same number of "
+                f"channels, got shapes {[o.shape for o in outs]} (an Identity shortcut "
+                "needs an input with `width` channels)."
+            )
+        return sum(outs)
+
 
 class Tap(Layer):
     """An extra read-out at this depth; the network continues unchanged.
@@ -928,41 +1339,33 @@ class Tap(Layer):
             )
         return tuple(shape)
 
+    _combinator = True
 
-def _nonlinearity_inputs_ok(layers, gaussian):
-    """Check that each nonlinearity follows a layer with trainable-or-fixed weights.
+    def _children(self):
+        return (self.readout,)
 
-    ``gaussian`` tells whether the incoming tensor is a Gaussian pre-activation.
-    Returns whether the output is Gaussian.
-    """
-    for layer in layers:
-        gaussian = _gaussian_after(layer, gaussian)
-    return gaussian
-
-
-def _gaussian_after(layer, gaussian):
-    if isinstance(layer, Sequential):
-        return _nonlinearity_inputs_ok(layer.layers, gaussian)
-    if isinstance(layer, Sum):
-        outs = [_gaussian_after(b, gaussian) for b in layer.branches]
-        # A sum of independent Gaussian branches is Gaussian; a sum involving a
-        # post-nonlinearity branch is not a valid nonlinearity input.
-        return all(outs)
-    if isinstance(layer, Tap):
-        _gaussian_after(layer.readout, gaussian)
+    def _gaussian_out(self, gaussian):
+        self.readout._gaussian_out(gaussian)
         return gaussian
-    if isinstance(layer, (Conv, Dense)):
-        return True
-    if isinstance(layer, _Nonlinearity):
-        if not gaussian:
-            raise ArchitectureError(
-                f"{layer!r} is applied to a tensor that is not a Gaussian "
-                "pre-activation (raw inputs, or the output of another nonlinearity); "
-                "put a Conv or Dense layer before it."
-            )
-        return False
-    # pools and readouts are linear: they keep Gaussianity
-    return gaussian
+
+    def _lower(self, lowering, shape):
+        # outputs are numbered in order of appearance (an outer tap before
+        # the taps nested in its read-out)
+        slot = lowering.new_tap_slot()
+        lowering.push(shape)
+        out = lowering.emit(self.readout, shape)
+        lowering.output(out, slot)
+        lowering.pop(out, shape)
+        return shape
+
+    def _oracle(self, oracle, st):
+        oracle.tap(self.readout, st)
+        return st
+
+    def _finite(self, net, h, counter):
+        # keep the parameter numbering stable but ignore the read-out
+        net.skip_parameters(self.readout, counter)
+        return h
 
 
 def validate(architecture, input_shape):
@@ -975,11 +1378,11 @@ def validate(architecture, input_shape):
         raise ArchitectureError(
             f"architecture must be a layer such as Sequential(...), got {architecture!r}."
         )
-    _check_nested_input_norm(architecture, top=True)
+    architecture._check_input_norm(top=True)
     shape = tuple(int(v) for v in input_shape[:2])
     if len(shape) != 2 or min(shape) < 1:
         raise ArchitectureError(f"input spatial shape must be (H, W) >= 1, got {input_shape!r}.")
-    _gaussian_after(architecture, False)
+    architecture._gaussian_out(False)
     out = architecture.output_shape(shape)
     if tuple(out) != (1, 1):
         raise ArchitectureError(
@@ -989,19 +1392,3 @@ def validate(architecture, input_shape):
             "window covers the whole map with padding='valid'."
         )
     return out
-
-
-def _check_nested_input_norm(layer, top):
-    if isinstance(layer, Sequential):
-        if not top and layer.input_norm != "mean":
-            raise ArchitectureError(
-                "input_norm applies only to the outermost Sequential; remove it from "
-                f"the nested {layer!r}."
-            )
-        for sub in layer.layers:
-            _check_nested_input_norm(sub, False)
-    elif isinstance(layer, Sum):
-        for b in layer.branches:
-            _check_nested_input_norm(b, False)
-    elif isinstance(layer, Tap):
-        _check_nested_input_norm(layer.readout, False)

@@ -21,23 +21,17 @@ from __future__ import annotations
 
 import numbers
 
+from . import _ckn
 from .arch import (
-    ArcCosKernel,
     ArchitectureError,
     AvgPool,
-    BoxPool,
     Conv,
     Dense,
-    ExpKernel,
     Flatten,
-    GaussianPool,
     GlobalAvgPool,
     Layer,
-    LinearKernel,
-    PolyKernel,
     ReLU,
     Sequential,
-    StridedPool,
     Sum,
     Trace,
     validate,
@@ -71,8 +65,6 @@ def _check_shape(arch, input_shape):
 # ---------------------------------------------------------------------------
 
 _CKN_KEYS = ("npatch", "subsampling", "poolfactor", "pooling", "kernel", "sigma")
-_CKN_POOLINGS = ("gaussian", "average", "strided")
-_CKN_KERNELS = ("exp", "relu", "linear", "poly2", "poly3", "poly4")
 
 
 def _ckn_layer(i, spec, ntk):
@@ -97,19 +89,19 @@ def _ckn_layer(i, spec, ntk):
     p = d if p is None else _positive_int(p, f"{where}: 'poolfactor'")
 
     pooling = spec.get("pooling", "gaussian")
-    if pooling not in _CKN_POOLINGS:
+    if pooling not in _ckn.POOLINGS:
         raise ArchitectureError(
-            f"{where}: 'pooling' must be one of {list(_CKN_POOLINGS)}, got {pooling!r}."
+            f"{where}: 'pooling' must be one of {list(_ckn.POOLINGS)}, got {pooling!r}."
         )
     kernel = spec.get("kernel", "relu" if ntk else "exp")
     if kernel == "square":
         raise ArchitectureError(
             f"{where}: the non-homogeneous 'square' kernel (Nx Ny c)**2 is not supported; "
-            f"use one of the homogeneous kernels {list(_CKN_KERNELS)}."
+            f"use one of the homogeneous kernels {list(_ckn.CKN_KERNEL_KERNELS)}."
         )
-    if kernel not in _CKN_KERNELS:
+    if kernel not in _ckn.CKN_KERNEL_KERNELS:
         raise ArchitectureError(
-            f"{where}: 'kernel' must be one of {list(_CKN_KERNELS)}, got {kernel!r}."
+            f"{where}: 'kernel' must be one of {list(_ckn.CKN_KERNEL_KERNELS)}, got {kernel!r}."
         )
     if ntk and kernel != "relu":
         raise ArchitectureError(
@@ -122,27 +114,10 @@ def _ckn_layer(i, spec, ntk):
         raise ArchitectureError(f"{where}: 'sigma' must be a real number > 0, got {sigma!r}.")
     sigma = float(sigma)
 
-    # patch step: window SUM (weight_var = s*s on our window mean), zero padding,
-    # size preserved; offsets -(s//2) .. s-1-s//2 (even s reaches one further up/left).
-    lo, hi = s // 2, s - 1 - s // 2
-    weight_var = float(s * s) * (sigma if kernel == "linear" else 1.0)
-    layers = [Conv(s, padding=((lo, hi), (lo, hi)), weight_var=weight_var, bias_var=0.0)]
-    if kernel == "exp":
-        layers.append(ExpKernel(sigma))
-    elif kernel == "relu":
-        layers.append(ArcCosKernel(1))
-    elif kernel == "linear":
-        layers.append(LinearKernel())
-    else:
-        layers.append(PolyKernel(int(kernel[-1])))
-
-    if pooling == "gaussian":
-        layers.append(GaussianPool(subsampling=d, poolfactor=None if p == d else p))
-    elif pooling == "average":
-        layers.append(BoxPool(subsampling=d, poolfactor=None if p == d else p))
-    else:  # strided: ckn_kernel ignores poolfactor
-        layers.append(StridedPool(subsampling=d))
-    return layers
+    # the patch step: a window SUM (weight_var = s*s on our window mean), times
+    # sigma for ckn_kernel's "linear" kernel sigma * c
+    return _ckn.ckn_layer(s, kernel, sigma, pooling, d, poolfactor=p,
+                          weight_scale=sigma if kernel == "linear" else 1.0)
 
 
 def from_ckn_kernel(model, input_shape=None, *, ntk=False):

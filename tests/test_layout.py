@@ -159,3 +159,148 @@ def test_the_package_import_graph_has_no_cycle():
     assert f"{PACKAGE}._base" in graph and f"{PACKAGE}.arch" in graph[f"{PACKAGE}._base"]
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+# ---------------------------------------------------------------------------
+# each layer class owns its meaning (docs/developer.rst, "Adding a layer")
+# ---------------------------------------------------------------------------
+
+#: the drivers that must call the layer's own methods instead of testing its type
+DRIVERS = ("_plan", "_reference", "_finite", "_augment")
+#: a layer's methods, one per driver
+LAYER_METHODS = ("_lower", "_oracle", "_finite")
+
+
+def layer_type_checks(tree):
+    """``isinstance``/``issubclass`` calls of a module on a concrete layer type of ``arch``.
+
+    Returns a list of (line, type name).  The arch module may be imported
+    under any alias, or the type by name; ``isinstance(x, arch.Layer)`` (a
+    check of user input) is allowed.
+    """
+    from sklearn_convkernel import arch
+
+    aliases, names = set(), {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            for alias in node.names:
+                if alias.name == "arch" and module.split(".")[-1] in ("", PACKAGE):
+                    aliases.add(alias.asname or alias.name)
+                elif module.split(".")[-1] == "arch":
+                    names[alias.asname or alias.name] = alias.name
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name == f"{PACKAGE}.arch" and alias.asname:
+                    aliases.add(alias.asname)
+
+    def layer_type(node):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                and node.value.id in aliases:
+            name = node.attr
+        elif isinstance(node, ast.Name) and node.id in names:
+            name = names[node.id]
+        else:
+            return None
+        obj = getattr(arch, name, None)
+        if isinstance(obj, type) and issubclass(obj, arch.Layer) and obj is not arch.Layer:
+            return name
+        return None
+
+    found = []
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                and node.func.id in ("isinstance", "issubclass") and len(node.args) == 2):
+            types = node.args[1]
+            for t in (types.elts if isinstance(types, ast.Tuple) else [types]):
+                name = layer_type(t)
+                if name:
+                    found.append((node.lineno, name))
+    return found
+
+
+def test_layer_type_check_detector_finds_chains():
+    chain = ast.parse(
+        "from sklearn_convkernel import arch as A\n"
+        "from .arch import Conv as C\n"
+        "def f(layer):\n"
+        "    if isinstance(layer, A.Sequential): pass\n"
+        "    elif isinstance(layer, (A.Flatten, C)): pass\n"
+        "    elif isinstance(layer, A.Layer): pass\n"
+    )
+    assert layer_type_checks(chain) == [(4, "Sequential"), (5, "Flatten"), (5, "Conv")]
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_drivers_do_not_dispatch_on_layer_types(driver):
+    tree = _modules()[f"{PACKAGE}.{driver}"]
+    found = layer_type_checks(tree)
+    assert not found, (
+        f"{driver}.py tests layer types {found}: put the rule in the layer class's own "
+        "method (_lower / _oracle / _finite, see docs/developer.rst)"
+    )
+
+
+def _public_layer_classes():
+    from sklearn_convkernel import arch
+
+    return sorted({getattr(arch, n) for n in arch.__all__
+                   if isinstance(getattr(arch, n), type) and issubclass(getattr(arch, n), arch.Layer)
+                   and getattr(arch, n) is not arch.Layer}, key=lambda c: c.__name__)
+
+
+@pytest.mark.parametrize("cls", _public_layer_classes(), ids=lambda c: c.__name__)
+def test_every_public_layer_implements_its_rules(cls):
+    from sklearn_convkernel import arch
+
+    assert cls.output_shape is not arch.Layer.output_shape
+    for method in LAYER_METHODS:
+        overridden = getattr(cls, method) is not getattr(arch.Layer, method)
+        assert overridden or method in cls._unsupported, (
+            f"{cls.__name__} neither implements {method} nor declares it in _unsupported"
+        )
+    if issubclass(cls, arch._Nonlinearity):
+        # one place per nonlinearity: its core code, its dual, its random features
+        fn, degree, sigma = cls()._core_params()
+        assert isinstance(fn, int) and fn >= 0
+        assert (cls._dual is not arch._Nonlinearity._dual
+                or cls._oracle is not arch._Nonlinearity._oracle)
+        assert (cls._features is not arch._Nonlinearity._features
+                or cls._feature_map is not arch._Nonlinearity._feature_map)
+    if issubclass(cls, arch._Pool):
+        assert (cls._oracle_matrix is not arch._Pool._oracle_matrix
+                or cls._oracle is not arch._Pool._oracle)
+
+
+def test_core_function_codes_are_distinct():
+    from sklearn_convkernel import arch
+
+    layers = [arch.ReLU(), arch.Erf(), arch.ExpKernel(), arch.ArcCosKernel(0),
+              arch.ArcCosKernel(1), arch.PolyKernel(), arch.LinearKernel()]
+    codes = [layer._core_params()[0] for layer in layers]
+    assert len(set(codes)) == len(codes) == len({type(x) for x in layers}) + 1
+
+
+def test_a_layer_without_rules_fails_clearly_in_every_driver():
+    import numpy as np
+
+    from sklearn_convkernel import arch
+    from sklearn_convkernel._finite import FiniteNetwork
+    from sklearn_convkernel._plan import make_plan
+    from sklearn_convkernel._reference import reference_gram
+
+    class Bare(arch.Layer):
+        def output_shape(self, shape):
+            return (1, 1)
+
+        def __repr__(self):
+            return "Bare()"
+
+    net = arch.Sequential(arch.Conv(1), Bare())
+    with pytest.raises(arch.ArchitectureError, match=r"Bare\(\)"):
+        make_plan(net, (3, 3, 1))
+    X = np.ones((1, 3, 3, 1))
+    with pytest.raises(TypeError, match=r"Bare\(\)"):
+        reference_gram(X, architecture=net)
+    with pytest.raises(TypeError, match=r"Bare\(\)"):
+        FiniteNetwork(net, 1, 2, random_state=0)(X)
