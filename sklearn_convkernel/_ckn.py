@@ -68,6 +68,19 @@ def pooling_layer(pooling, subsampling, poolfactor=None):
     return A.StridedPool(subsampling=subsampling)
 
 
+def largest_fitting_subsampling(wanted, fits):
+    """The largest subsampling ``d <= wanted`` with ``fits(d)`` true, or None.
+
+    The one rule by which every CKN (the estimators' exact kernel, the Nyström
+    features, the supervised CKN) adapts its subsamplings to small images: the
+    defaults, made for 28x28 images, also run on e.g. 8x8 digits.
+    """
+    for d in range(int(wanted), 0, -1):
+        if fits(d):
+            return d
+    return None
+
+
 def ckn_layer(patch_size, kernel, sigma, pooling, subsampling, poolfactor=None,
               weight_scale=1.0):
     """The layers ``[Conv, kernel, pooling]`` of one CKN layer.

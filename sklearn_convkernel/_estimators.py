@@ -776,18 +776,21 @@ class _CKNMixin:
         wanted = [int(d) for d in _per_layer(self.subsampling, top, "subsampling", owner)]
         shape = self.image_shape_[:2]
         chosen = []
-        for i, d in enumerate(wanted):
-            for trial in range(d, 0, -1):
-                arch, _ = ckn_architecture(i + 1, self.patch_size, self.kernel, self.sigma,
-                                           self.pooling, chosen + [trial], self.kind)
-                try:
-                    A.validate(arch, shape)
-                except A.ArchitectureError:
-                    continue
-                chosen.append(trial)
-                break
-            else:
+
+        def fits(trial):
+            arch, _ = ckn_architecture(len(chosen) + 1, self.patch_size, self.kernel,
+                                       self.sigma, self.pooling, chosen + [trial], self.kind)
+            try:
+                A.validate(arch, shape)
+            except A.ArchitectureError:
+                return False
+            return True
+
+        for d in wanted:
+            d = _ckn.largest_fitting_subsampling(d, fits)
+            if d is None:
                 return tuple(wanted)
+            chosen.append(d)
         return tuple(chosen)
 
 

@@ -389,21 +389,42 @@ def layer_specs(est):
 
 
 def build_layers(specs, image_shape):
-    """CKNLayer objects (without anchors) for images of ``image_shape`` (H, W, C)."""
-    layers = []
+    """CKNLayer objects (without anchors) for images of ``image_shape`` (H, W, C).
+
+    A subsampling too large for its map is lowered to the largest that fits
+    (:func:`~._ckn.largest_fitting_subsampling`, the estimators' rule), so
+    that the defaults also run on small images.
+
+    Returns
+    -------
+    layers : list of CKNLayer
+    specs : list of tuple
+        ``specs`` with the subsamplings actually used.
+    """
+    layers, used = [], []
     shape = tuple(image_shape)
     for i, (nf, p, d, po, ke, sg) in enumerate(specs):
-        try:
-            layer = CKNLayer(p, d, po, ke, sg, shape, nf)
-        except A.ArchitectureError as exc:
-            raise ValueError(
-                f"layer {i}: the {shape[0]}x{shape[1]} map is too small for {po} pooling "
-                f"with subsampling {d} ({exc}); use smaller subsamplings, fewer layers or "
-                "pooling='average' with subsampling 1."
-            ) from exc
+        def make(trial):
+            try:
+                return CKNLayer(p, trial, po, ke, sg, shape, nf)
+            except A.ArchitectureError:
+                return None
+
+        fitted = _ckn.largest_fitting_subsampling(d, lambda trial: make(trial) is not None)
+        if fitted is None:
+            try:
+                CKNLayer(p, 1, po, ke, sg, shape, nf)
+            except A.ArchitectureError as exc:
+                raise ValueError(
+                    f"layer {i}: the {shape[0]}x{shape[1]} map is too small for {po} "
+                    f"pooling even with subsampling 1 ({exc}); use fewer layers, smaller "
+                    "patch sizes or pooling='average'."
+                ) from exc
+        layer = make(fitted)
         layers.append(layer)
+        used.append((nf, p, fitted, po, ke, sg))
         shape = layer.out_shape
-    return layers
+    return layers, used
 
 
 def ckn_model(specs):
@@ -530,6 +551,8 @@ class CKNFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         a map of side n becomes ``n // d - 1``; with average pooling
         ``n // d``.  The defaults map 28x28 images to 13x13 then 3x3 maps
         (3 * 3 * 256 = 2304 features).
+        A subsampling too large for its map (small images) is lowered to the
+        largest that fits; ``subsamplings_`` holds the values used.
     kernel : {"exp", "relu", "poly2", "poly3", "poly4"} or sequence, default="exp"
         Dot-product kernel ``kappa`` on normalised patches: ``exp((u - 1) /
         sigma**2)``, the normalised arc-cosine kernel of order 1, or ``u**d``.
@@ -565,6 +588,9 @@ class CKNFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         The fitted layers (``anchors`` (C p p, F), ``lintrans`` (F, F), ...).
     architecture_ : Sequential
         The exact kernel's architecture (``from_ckn_kernel(ckn_model_)``).
+    subsamplings_ : tuple of int
+        The subsamplings used (the requested ones, lowered where a map was
+        too small for them).
     ckn_model_ : list of dict
         The network in ckn_kernel's format.
     image_shape_ : tuple (H, W, C)
@@ -628,8 +654,7 @@ class CKNFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         self
         """
         X = validate_images(self, X, reset=True, dtype=self.dtype)
-        specs = layer_specs(self)
-        layers = build_layers(specs, self.image_shape_)
+        layers, specs = build_layers(layer_specs(self), self.image_shape_)
         dtype = X.dtype.type
         check_magnitude(X, layers, type(self).__name__, dtype)
         rng = check_random_state(self.random_state)
@@ -641,6 +666,7 @@ class CKNFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
             fit_anchors(layers, X4, self.n_patches, self.kmeans_iter, self.regularization,
                         rng, self.batch_size)
         self.layers_ = layers
+        self.subsamplings_ = tuple(spec[2] for spec in specs)
         self.ckn_model_ = ckn_model(specs)
         from sklearn_convkernel.presets import from_ckn_kernel
 

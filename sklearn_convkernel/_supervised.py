@@ -336,6 +336,9 @@ class SupervisedCKNClassifier(ClassifierMixin, BaseEstimator):
         The epoch kept (0: the warm start).
     n_iter_ : int
         Epochs run.
+    subsamplings_ : tuple of int
+        The subsamplings used (the requested ones, lowered where a map was
+        too small for them).
     ckn_model_ : list of dict
         The network in ckn_kernel's format.
     image_shape_ : tuple (H, W, C)
@@ -484,8 +487,8 @@ class SupervisedCKNClassifier(ClassifierMixin, BaseEstimator):
         if alphas.ndim != 1 or alphas.size == 0 or not np.all(alphas > 0):
             raise ValueError(f"{owner}: alphas must be a non-empty sequence of positive "
                              f"numbers, got {self.alphas!r}.")
-        specs = layer_specs(self)
-        layers = build_layers(specs, self.image_shape_)
+        layers, specs = build_layers(layer_specs(self), self.image_shape_)
+        self.subsamplings_ = tuple(spec[2] for spec in specs)
         rng = check_random_state(self.random_state)
         dtype = self._dtype()
         n = X.shape[0]

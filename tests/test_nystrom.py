@@ -140,8 +140,8 @@ def test_parameter_errors(crops):
     X, _ = crops
     with pytest.raises(ValueError, match="patch_sizes has 2 entries"):
         CKNFeatures(n_filters=(4,), patch_sizes=(3, 3), subsamplings=2).fit(X)
-    with pytest.raises(ValueError, match="too small"):
-        CKNFeatures(n_filters=(4, 4), patch_sizes=3, subsamplings=(2, 4)).fit(X)
+    with pytest.raises(ValueError, match="too small for gaussian pooling even with subsampling 1"):
+        CKNFeatures(n_filters=(4, 4, 4), patch_sizes=3, subsamplings=2).fit(X[:, :4, :4])
     with pytest.raises(ValueError, match="kernel must be one of"):
         CKNFeatures(n_filters=(4, 4), subsamplings=(2, 2), kernel=("exp", "rbf")).fit(X)
 

@@ -255,6 +255,23 @@ def test_ckn_classifier_defaults_run_on_8x8_digits():
     assert clf2.subsampling_ == (2, 1)
 
 
+def test_ckn_features_and_supervised_ckn_defaults_run_on_8x8_digits():
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    X = X[:60].reshape(-1, 8, 8, 1) / 16.0
+    ckn = CKNFeatures(n_filters=(8, 16), random_state=0).fit(X)
+    # the defaults (2, 3) leave an empty second map on 8x8: the second is lowered
+    assert ckn.subsamplings_ == (2, 1)
+    assert [layer["subsampling"] for layer in ckn.ckn_model_] == [2, 1]
+    # adapting is the same as asking for the fitted values
+    explicit = CKNFeatures(n_filters=(8, 16), subsamplings=(2, 1), random_state=0).fit(X)
+    np.testing.assert_array_equal(ckn.transform(X), explicit.transform(X))
+    sup = SupervisedCKNClassifier(n_filters=(4, 8), max_iter=2, random_state=0).fit(X, y[:60])
+    assert sup.subsamplings_ == (2, 1)
+    assert sup.predict(X[:5]).shape == (5,)
+
+
 def test_ckn_subsampling_kept_when_it_fits():
     X = np.random.default_rng(0).random((6, 28, 28, 1))
     est = CKNRegressor(cache=None).fit(X, np.arange(6.0))
