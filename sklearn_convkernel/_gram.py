@@ -22,6 +22,7 @@ from sklearn_convkernel._plan import KINDS, SPATIAL_MODES, make_plan
 from sklearn_convkernel._validation import check_images, resolve_dtype
 from sklearn_convkernel._progress import progress
 from sklearn_convkernel._store import (
+    BatchedTileWriter,
     GramStore,
     check_not_backing,
     make_key,
@@ -265,16 +266,32 @@ def _gram_into_store(prog, Xf, tx, sx, Yf, ty, symmetric, n_jobs, verbose, store
     todo = [t for t in range(len(tiles)) if t not in store.done]
     total = sum(_tile_pairs(r0, r1, c0, c1, symmetric) for (r0, r1), (c0, c1) in tiles)
     left = sum(_tile_pairs(*tiles[t][0], *tiles[t][1], symmetric) for t in todo)
-    tasks = (
-        delayed(_store_tile_task)(prog, (Xf[r0:r1], tx[r0:r1], Yf[c0:c1], ty[c0:c1])
-                                  + _flipped_columns(flipped, c0, c1), r0, c0,
-                                  symmetric, store.path, t)
-        for t, ((r0, r1), (c0, c1)) in ((t, tiles[t]) for t in todo)
-    )
+    runner = _parallel(n_jobs)
     with progress(total, "kernel entries", verbose, initial=total - left) as bar:
-        for t in _parallel(n_jobs)(tasks):
-            store.mark(t)
-            bar.update(_tile_pairs(*tiles[t][0], *tiles[t][1], symmetric))
+        if getattr(runner._backend, "uses_threads", False):
+            # in this process: the tiles come back and are written in batches
+            number = {(tiles[t][0][0], tiles[t][1][0]): t for t in todo}
+            tasks = (
+                delayed(_tile_task)(prog, Xf[r0:r1], tx[r0:r1], r0, Yf[c0:c1], ty[c0:c1], c0,
+                                    symmetric, *_flipped_columns(flipped, c0, c1))
+                for (r0, r1), (c0, c1) in (tiles[t] for t in todo)
+            )
+            with BatchedTileWriter(store) as writer:
+                for r0, c0, block in runner(tasks):
+                    writer.add(number[r0, c0], block, r0, c0)
+                    bar.update(_tile_pairs(r0, r0 + block.shape[1], c0, c0 + block.shape[2],
+                                           symmetric))
+        else:
+            # processes or a cluster: each worker writes and flushes its tiles
+            tasks = (
+                delayed(_store_tile_task)(prog, (Xf[r0:r1], tx[r0:r1], Yf[c0:c1], ty[c0:c1])
+                                          + _flipped_columns(flipped, c0, c1), r0, c0,
+                                          symmetric, store.path, t)
+                for t, ((r0, r1), (c0, c1)) in ((t, tiles[t]) for t in todo)
+            )
+            for t in runner(tasks):
+                store.mark(t)
+                bar.update(_tile_pairs(*tiles[t][0], *tiles[t][1], symmetric))
     store.finish(sx if symmetric else None)
 
 

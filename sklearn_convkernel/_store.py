@@ -356,6 +356,55 @@ class GramStore:
         self.close()
 
 
+class BatchedTileWriter:
+    """Writes the tiles computed *in this process* into a store, durable in batches.
+
+    The tiles of a thread (or sequential) backend come back to the calling
+    process, which places them in one memory map of the store kept open for
+    the whole run and, at most once per ``interval`` seconds (and at
+    :meth:`close`), flushes the map and only then marks the tiles written
+    since the last flush as finished: the store's rule (a tile is marked after
+    its data is on disk) at one ``msync`` per batch instead of one per tile,
+    which cost ~10 % of a 60 000 x 2 000 CNTK K_nm in 32 x 32 tiles.  Tiles
+    of other backends (processes, a dask cluster) are written by the workers
+    themselves with :func:`write_tile`.
+    """
+
+    def __init__(self, store, interval=1.0):
+        self.store = store
+        self.interval = float(interval)
+        self._arr = _open_array(store.path, "r+")
+        self._target = self._arr if self._arr.ndim == 3 else self._arr[np.newaxis]
+        self._pending = []
+        self._last = time.monotonic()
+
+    def add(self, index, block, r0, c0):
+        """Place tile ``index`` (its block at (r0, c0)); commit if a batch is due."""
+        place_block(self._target, block, r0, c0, self.store.symmetric, mirror=True)
+        self._pending.append(int(index))
+        if time.monotonic() - self._last >= self.interval:
+            self.commit()
+
+    def commit(self):
+        """Flush the data written so far, then mark its tiles finished."""
+        if self._pending:
+            self._arr.flush()
+            for index in self._pending:
+                self.store.mark(index)
+            self._pending = []
+        self._last = time.monotonic()
+
+    def close(self):
+        self.commit()
+        self._target = self._arr = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def write_tile(path, block, r0, c0, symmetric):
     """Write one tile's block (n_outputs, rows, cols) into the store at ``path`` and flush it.
 

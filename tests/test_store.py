@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from sklearn_convkernel import _gram, conv_kernel, load_gram
+from sklearn_convkernel import _gram, _store, conv_kernel, load_gram
 from sklearn_convkernel._store import GramStore, StoreError, sidecar_path, tile_list
 from sklearn_convkernel.arch import Conv, Dense, Flatten, GlobalAvgPool, ReLU, Sequential, Tap
 
@@ -31,16 +31,26 @@ def _log_lines(path):
 
 
 def _count_tiles(monkeypatch):
-    """Record the tile numbers the store path computes."""
+    """Record the tiles the store path computes, as their (first row, first column).
+
+    Both ways a store is filled call ``_tile_task`` once per tile (tiles
+    written by the calling process in batches, or by the workers).
+    """
     computed = []
-    original = _gram._store_tile_task
+    original = _gram._tile_task
 
-    def counting(*args):
-        computed.append(args[-1])
-        return original(*args)
+    def counting(prog, Xr, tr, r0, Yc, tc, c0, *rest):
+        computed.append((r0, c0))
+        return original(prog, Xr, tr, r0, Yc, tc, c0, *rest)
 
-    monkeypatch.setattr(_gram, "_store_tile_task", counting)
+    monkeypatch.setattr(_gram, "_tile_task", counting)
     return computed
+
+
+def _numbers(starts, n, tile):
+    """Tile numbers of a symmetric n x n store from their (first row, first column)."""
+    number = {(rows[0], cols[0]): t for t, (rows, cols) in enumerate(tile_list(n, n, tile, True))}
+    return sorted(number[start] for start in starts)
 
 
 @pytest.mark.parametrize("kind", ["nngp", "ntk"])
@@ -55,6 +65,30 @@ def test_store_equals_in_memory_result(tmp_path, kind, arch, with_y):
     np.testing.assert_array_equal(K, expected)
     np.testing.assert_array_equal(load_gram(path), expected)
     assert _log_lines(path)[-1] == "complete"
+
+
+def test_thread_backend_writes_tiles_in_batches_from_the_calling_process(tmp_path, monkeypatch):
+    X = _images(12)
+    expected = conv_kernel(X, architecture=ARCH, kind="ntk")
+    flushes = []
+    original_commit = _store.BatchedTileWriter.commit
+
+    def commit(self):
+        flushes.append(len(self._pending))
+        original_commit(self)
+
+    def no_worker_writes(*args):
+        raise AssertionError("write_tile called on the thread backend")
+
+    monkeypatch.setattr(_store.BatchedTileWriter, "commit", commit)
+    monkeypatch.setattr(_gram, "write_tile", no_worker_writes)
+    path = tmp_path / "K.npy"
+    K = conv_kernel(X, architecture=ARCH, kind="ntk", out=path, tile_size=2, n_jobs=2)
+    np.testing.assert_array_equal(K, expected)
+    np.testing.assert_array_equal(load_gram(path), expected)
+    n_tiles = len(tile_list(12, 12, 2, True))
+    assert sum(flushes) == n_tiles  # every tile marked, after a flush
+    assert len(flushes) < n_tiles  # in batches, not one flush per tile
 
 
 def test_rerun_of_a_complete_store_computes_nothing(tmp_path, monkeypatch):
@@ -86,7 +120,7 @@ def test_resume_computes_only_missing_tiles(tmp_path, monkeypatch):
         load_gram(path)
     computed = _count_tiles(monkeypatch)
     K = conv_kernel(X, architecture=ARCH, kind="ntk", out=path)
-    assert sorted(computed) == [t for t in range(n_tiles) if t % 3 == 0]
+    assert _numbers(computed, 10, 3) == [t for t in range(n_tiles) if t % 3 == 0]
     # the kept tiles were not rewritten: their entries are still -1
     spoiled = np.asarray(K) == -1.0
     assert spoiled.any()
@@ -149,7 +183,7 @@ def test_kill_9_then_resume_is_bitwise_equal(tmp_path, monkeypatch):
                                       expected[r0:r1, c0:c1][upper])
     computed = _count_tiles(monkeypatch)
     K = conv_kernel(X, architecture=arch, kind="ntk", out=path, n_jobs=2)
-    assert sorted(computed) == sorted(set(range(n_tiles)) - done)
+    assert _numbers(computed, n, tile) == sorted(set(range(n_tiles)) - done)
     np.testing.assert_array_equal(K, expected)
     np.testing.assert_array_equal(load_gram(path, mmap_mode=None), expected)
 
