@@ -626,16 +626,31 @@ def li_lap(depth=5, max_shift=1, *, one_sided=False, input_shape=None):
 
     Notes
     -----
-    **Cost per kernel entry** on 28x28x1 images (Fashion-MNIST), measured
-    with ``python3 benchmarks/bench_presets.py`` (one thread, ``n_jobs=1``,
-    best of 3 repeats of ``conv_kernel(X, Y)`` on a machine shared with other
-    jobs, so +-30 %; Intel(R) Xeon(R) Processor), relative to the flatten
-    CNTK of the same depth and in entries per second:
+    **Cost per kernel entry** on 28x28x1 images (Fashion-MNIST), relative to
+    the flatten (vanilla) CNTK of the same depth, and in entries per second
+    of one thread, measured by ``python3 benchmarks/bench_presets.py`` on an
+    Intel(R) Xeon(R) Processor: ``conv_kernel(X, Y, n_jobs=1)`` of 16 x m
+    images, best of 3 repeats, CPU time of the process (the machine was
+    shared with other jobs, load 8-18 on 2 cores, so the wall clock was 2-6x
+    slower and the figures vary by about +-30 % from run to run):
 
-    COST_TABLE
+    ==============================================  ===============  ===============
+    kernel on 28x28x1 images                        float32          float64
+    ==============================================  ===============  ===============
+    flatten CNTK, depth 5 (the reference)           1x, 65 800/s     1x, 49 800/s
+    ``li_lap(5, 1)``, ``kind="ntk"`` (CNTK-LAP)     25x, 2 700/s     27x, 1 800/s
+    ``li_lap(5, 1)``, ``kind="nngp"`` (CNN-GP-LAP)  17x, 3 800/s     31x, 1 600/s
+    ``li_lap(5, 1)``, ntk, ``augment="hflip"``      50x, 1 300/s     85x, 590/s
+    ``li_lap(5, 1, one_sided=True)``, ntk           13x, 5 200/s     11x, 4 500/s
+    ``li_lap(5, 2)``, ntk                           73x, 900/s       85x, 580/s
+    ==============================================  ===============  ===============
 
-    It grows like the number of displacements the read-out weights:
-    ``(4 max_shift + 1)**2`` two-sided, ``(2 max_shift + 1)**2`` one-sided.
+    The cost grows like the number of displacements the read-out weights,
+    ``(4 max_shift + 1)**2`` two-sided (25 for ``max_shift=1``, 81 for 2)
+    and ``(2 max_shift + 1)**2`` one-sided (9), each about one flatten
+    kernel; flips double it.  With ``n_jobs=2`` the full Fashion-MNIST run
+    with 1000 training images (``cntk-lap1`` above) took 78.5 min on the
+    same shared machine.
 
     Examples
     --------
