@@ -9,9 +9,10 @@ calls, divided by ``16 m``, is the cost per entry (the self passes of the
 16 + m images are included, as in any Gram).  One thread (``n_jobs=1``), and
 the cost is the process's CPU time, not the wall clock: on a machine shared
 with other jobs the wall clock of a thread waiting for a core says more about
-the load than about the kernel (both are printed).  Printed relative to the flatten (vanilla) CNTK of the same depth
-and in entries per second, with the CPU name; these are the figures in the
-docstring of :func:`sklearn_convkernel.presets.li_lap`.
+the load than about the kernel (both are printed).  Printed relative to the
+flatten (vanilla) CNTK of the same depth and in entries per second, with the
+CPU name; these are the figures in the docstring of
+:func:`sklearn_convkernel.presets.li_lap` (``results/bench_presets.md``).
 """
 
 import argparse
