@@ -78,8 +78,9 @@ def test_heartbeat_prints_while_a_stage_works(capsys):
             time.sleep(0.01)
             seen += capsys.readouterr().out
     assert "[stage]   still working" in seen
+    capsys.readouterr()  # lines printed before the stage ended
     time.sleep(0.05)
-    assert capsys.readouterr().out == ""  # stopped with the stage
+    assert capsys.readouterr().out == ""  # the thread is stopped with the stage
 
 
 @pytest.mark.parametrize("argv", [[], ["frobnicate"], ["demo", "--n-train", "5"],
