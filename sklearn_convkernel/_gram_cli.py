@@ -58,6 +58,9 @@ def add_gram_parser(sub, prog):
     p.add_argument("--kind", choices=("nngp", "ntk"), default="nngp",
                    help="NNGP/CNN-GP/CKN covariance or neural tangent kernel "
                    "(default: %(default)s)")
+    p.add_argument("--augment", choices=("none", "hflip"), default="none",
+                   help="hflip: average the kernel over a left-right flip of one image, "
+                   "(K(x, y) + K(x, flip y)) / 2 (default: %(default)s)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float64",
                    help="precision of the computation and of the file (default: %(default)s)")
     p.add_argument("--out", required=True, metavar="K.npy",
@@ -131,7 +134,7 @@ def run_gram(args, prog):
             K = conv_kernel(X, Y, architecture=architecture, kind=args.kind, dtype=args.dtype,
                             n_jobs=None if args.scheduler else args.n_jobs,
                             tile_size=args.tile_size, verbose=0 if args.quiet else 1,
-                            out=args.out)
+                            out=args.out, augment=None if args.augment == "none" else "hflip")
     except (ValueError, StoreError) as exc:
         print(f"{prog} gram: error: {exc}", file=sys.stderr)
         return 1

@@ -167,6 +167,7 @@ PRESETS = {
     "cnn_gp_residual": P.cnn_gp_residual,
     "cnn_gp_resnet32": P.cnn_gp_resnet32,
     "myrtle": P.myrtle,
+    "li_lap": P.li_lap,
 }
 
 

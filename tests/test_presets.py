@@ -26,6 +26,7 @@ from sklearn_convkernel.arch import (
     GlobalAvgPool,
     ReLU,
     Sequential,
+    ShiftAverage,
     Sum,
 )
 from sklearn_convkernel.presets import (
@@ -35,6 +36,7 @@ from sklearn_convkernel.presets import (
     cnn_gp_residual,
     cnn_gp_resnet32,
     from_ckn_kernel,
+    li_lap,
     myrtle,
 )
 
@@ -620,6 +622,60 @@ def test_myrtle_structure_and_small_inputs():
         myrtle(6)
     with pytest.raises(ArchitectureError, match="final_pool"):
         myrtle(5, final_pool="max")
+
+
+# ---------------------------------------------------------------------------
+# Li et al.'s LAP network
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("one_sided", [False, True])
+def test_li_lap_structure(one_sided):
+    expected = Sequential(*[Conv(3, padding="same", weight_var=2.0), ReLU()] * 4,
+                          ShiftAverage(2, one_sided=one_sided), Dense())
+    assert li_lap(5, 2, one_sided=one_sided) == expected
+    from sklearn_convkernel import cntk_architecture
+
+    assert li_lap(5, 1) == cntk_architecture(5, gap=False, max_shift=1)[0]
+
+
+@pytest.mark.parametrize("depth", [2, 4])
+def test_li_lap_without_shifts_is_arora_vanilla_over_CHW(depth):
+    # max_shift = 0 is the flatten read-out: Arora et al.'s vanilla CNTK, whose
+    # own recursion is checked above, equals C * H * W times it
+    X = images(3, 6, 5, 2, seed=31)
+    K = gram(X, architecture=li_lap(depth, 0), kind="ntk")
+    np.testing.assert_allclose(K * (6 * 5 * 2),
+                               gram(X, architecture=arora_cntk(depth, gap=False), kind="ntk"),
+                               rtol=RTOL)
+
+
+@pytest.mark.parametrize("kind", ["ntk", "nngp"])
+def test_li_lap_with_flips_as_documented(kind):
+    # augment="hflip" is (K(x, y) + K(x, flip y)) / 2 on the preset, which is
+    # flip-equivariant: symmetric, positive semi-definite, flip-invariant
+    X = images(5, 7, 6, 1, seed=32)
+    arch = li_lap(3, 1)
+    K = gram(X, architecture=arch, kind=kind, augment="hflip")
+    flipped = X[:, :, ::-1, :]
+    expected = (gram(X, architecture=arch, kind=kind)
+                + gram(X, flipped, architecture=arch, kind=kind)) / 2
+    np.testing.assert_allclose(K, expected, rtol=1e-12)
+    np.testing.assert_allclose(K, K.T, rtol=1e-12)
+    assert np.linalg.eigvalsh(K).min() > -1e-12 * np.abs(K).max()
+    np.testing.assert_allclose(gram(X, flipped, architecture=arch, kind=kind, augment="hflip"),
+                               K, rtol=1e-12)
+
+
+def test_li_lap_errors():
+    with pytest.raises(ArchitectureError, match="depth"):
+        li_lap(1)
+    with pytest.raises(ArchitectureError, match="depth"):
+        li_lap(True)
+    with pytest.raises(ArchitectureError, match="max_shift"):
+        li_lap(5, -1)
+    with pytest.raises(ArchitectureError, match="one_sided"):
+        li_lap(5, 1, one_sided="yes")
 
 
 # ---------------------------------------------------------------------------

@@ -79,6 +79,8 @@ def test_preset_specifications():
 
     assert parse_architecture("ckn:pooling=average,subsampling=(2, 2),kernel=relu") == \
         ckn_architecture(pooling="average", subsampling=(2, 2), kernel="relu")[0]
+    assert parse_architecture("li_lap:depth=3,max_shift=2,one_sided=true") == \
+        presets.li_lap(3, 2, one_sided=True)
     # presets that need the image size get it from the images
     assert parse_architecture("cnn_gp_convnet", (20, 16, 1)) == \
         presets.cnn_gp_convnet((20, 16))
