@@ -48,12 +48,15 @@ fi
 # fix 1: no MKL / Intel OpenMP, no conda
 sed -i -e "s/^libs = \[.*\]$/libs = ['gomp']/" \
        -e "s/os.environ\['CONDA_PREFIX'\]/os.environ.get('CONDA_PREFIX', '\/usr')/" "$CKN/setup.py"
+grep "^libs = \['gomp'\]\$" "$CKN/setup.py" >/dev/null || {
+    echo "setup.py differs from the expected version: check fix 1" >&2; exit 1; }
 # fix 2: Debian's Eigen instead of a download
 mkdir -p "$CKN/include"
 ln -sfn /usr/include/eigen3/Eigen "$CKN/include/Eigen"
 ln -sfn /usr/include/eigen3/unsupported "$CKN/include/unsupported"
 # fix 3: the missing return of computeNorms()
-grep -q "normsInv);\$" "$CKN/CKNKernelMatrix.h"
+grep -q "^  kernel.computeNorms(im, norms, normsInv);\$" "$CKN/CKNKernelMatrix.h" || {
+    echo "CKNKernelMatrix.h differs from the expected version: check fix 3" >&2; exit 1; }
 if ! grep -A1 "^  kernel.computeNorms(im, norms, normsInv);\$" "$CKN/CKNKernelMatrix.h" | grep -q "return 0;"; then
     sed -i "s/^  kernel.computeNorms(im, norms, normsInv);\$/&\n  return 0;/" "$CKN/CKNKernelMatrix.h"
 fi
