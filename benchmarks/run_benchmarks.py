@@ -965,7 +965,7 @@ def main():
             perf += [("W2 CNTK Flatten d5 ntk", "cntk_flat", (28, 28, 1), n, dt, res)
                      for (n, dt), res in sorted(rows.items())]
         if "W3" in wanted:
-            cnn_gp = ("cnn_gp", "cnn_gp", args.peer_python, args.cnn_gp_src,
+            cnn_gp = ("cnn_gp", "cnn_gp", args.peer_python, args.cnn_gp_src or "",
                       dict(threads=args.peer_procs, batch_size=cfg["cnn_gp_bs"]))
             run_peer_workload(R, table, tmp, "W3 cnn_gp ConvNet-GP nngp", "cnn_gp_convnet",
                               (28, 28, 1), "nngp", cfg["w3_peer_n"], [cnn_gp], cfg["w3_ns"],
@@ -973,8 +973,8 @@ def main():
         if "W4" in wanted:
             def ckn(model, ntk):
                 return [(f"ckn_kernel{'+norms' if norms else ''}", "ckn", args.peer_python,
-                         args.ckn_kernel_src, dict(model=model, ntk=ntk, norms=norms,
-                                                   procs=args.peer_procs))
+                         args.ckn_kernel_src or "",
+                         dict(model=model, ntk=ntk, norms=norms, procs=args.peer_procs))
                         for norms in (False, True)]
             run_peer_workload(R, table, tmp, "W4 CKN README exp nngp", "ckn_readme",
                               (28, 28, 1), "nngp", cfg["w4_peer_n"], ckn(CKN_README, False),
