@@ -11,15 +11,24 @@ the CPU cores actually kept busy, the peak RSS of the measuring process, and
 where a peer exists its time on the same N and the ratio (peer time / our time).
 Every measurement runs in a fresh subprocess, so the peak RSS is per workload.
 
-Peers.  neural-tangents (W1, W2) is *measured in the same run*, in its own
-virtual environment (``--nt-python``, default /tmp/ntvenv/bin/python; it is
-never a dependency of the package):
+Peers, all *measured in the same run*, each from its own environment under
+/tmp (never dependencies of the package, never copied into this repository;
+a missing peer is reported in its row and everything else still runs):
+
+- neural-tangents (W1, W2), ``--nt-python`` (default /tmp/ntvenv/bin/python)::
 
     python3 -m venv /tmp/ntvenv && /tmp/ntvenv/bin/pip install neural-tangents==0.6.5 \\
         jax==0.4.25 jaxlib==0.4.25 numpy==1.26.4 scipy==1.12.0
 
-cnn_gp (needs torch) and ckn_kernel do not run here: their rows use the figures
-recorded on this machine and quoted in issue 5, marked "recorded".
+- cnn_gp (W3, PyTorch) and ckn_kernel (W4, C++/Cython), ``--peer-python``
+  (default /tmp/peervenv/bin/python) with ``--cnn-gp-src DIR`` and
+  ``--ckn-kernel-src DIR``, their public sources built by
+  ``benchmarks/peers/setup_peers.sh`` (see benchmarks/README.md).
+
+After the table, the roofline: the CPU's double/single peak *measured* by an
+FMA micro-benchmark (``_peak.py``) and, per workload, the modelled flops and
+bytes per kernel entry by operation (``_cost_model.py``) next to the
+measured time.
 
 See benchmarks/README.md for the workloads and how to read the table.
 """
@@ -103,6 +112,144 @@ def nt_kernel_fn(net, depth):
     return kernel_fn
 
 
+def net_cost(net, image, itemsize):
+    """Modelled flops and bytes of one kernel entry of a workload (_cost_model)."""
+    import _cost_model as cm
+
+    H, W, C = image
+    if net in ("cntk_gap", "cntk_flat"):
+        return cm.cntk(H, W, C, 5, "gap" if net == "cntk_gap" else "flatten", itemsize)
+    if net == "cnn_gp_convnet":
+        return cm.cnn_gp_convnet(H, W, C, CNN_GP_LAYERS, CNN_GP_KERNEL, itemsize)
+    models = {"ckn_readme": (CKN_README, False), "ckn_readme_relu": (CKN_README_RELU, True),
+              "ckn_cifar": (CKN_CIFAR, False)}
+    layers, ntk = models[net]
+    return cm.ckn(H, W, C, layers, ntk, itemsize)
+
+
+# cnn_gp's configs/mnist_paper_convnet_gp.py, as in presets.cnn_gp_convnet
+CNN_GP_LAYERS, CNN_GP_KERNEL, CNN_GP_VAR_WEIGHT, CNN_GP_VAR_BIAS = 7, 7, 2.79, 7.86
+
+
+def cnn_gp_model(src, H, W):
+    """cnn_gp's ConvNet-GP, built from its kernels module in the checkout ``src``.
+
+    The package's ``__init__`` imports torchvision (not needed here): register
+    an empty package pointing at the checkout and import ``cnn_gp.kernels``.
+    """
+    import importlib
+    import types
+
+    pkg = types.ModuleType("cnn_gp")
+    pkg.__path__ = [os.path.join(src, "cnn_gp")]
+    sys.modules["cnn_gp"] = pkg
+    kern = importlib.import_module("cnn_gp.kernels")
+    layers = []
+    for _ in range(CNN_GP_LAYERS):
+        layers += [kern.Conv2d(kernel_size=CNN_GP_KERNEL, padding="same",
+                               var_weight=CNN_GP_VAR_WEIGHT * CNN_GP_KERNEL ** 2,
+                               var_bias=CNN_GP_VAR_BIAS), kern.ReLU()]
+    assert H == W, "cnn_gp's read-out conv is square"
+    return kern.Sequential(*layers, kern.Conv2d(kernel_size=H, padding=0,
+                                                var_weight=CNN_GP_VAR_WEIGHT,
+                                                var_bias=CNN_GP_VAR_BIAS))
+
+
+def _upper_blocks(n, size):
+    """(start, stop) pairs of the blocks i <= j of an n x n symmetric Gram."""
+    cuts = list(range(0, n, size)) + [n]
+    spans = list(zip(cuts[:-1], cuts[1:]))
+    return [(a, b) for i, a in enumerate(spans) for b in spans[i:]]
+
+
+def worker_cnn_gp(spec):
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    X = np.load(spec["data"])
+    n, H, W, _ = X.shape
+    x = torch.from_numpy(np.ascontiguousarray(X.transpose(0, 3, 1, 2), dtype=np.float32))
+    model = cnn_gp_model(spec["src"], H, W)
+    rss0 = _maxrss_mb()
+    with torch.no_grad():
+        model(x[:2], x[:2], True)  # warm-up (thread pool, allocator)
+        K = np.empty((n, n), np.float32)
+        c0, t0 = _cpu_s(), time.perf_counter()
+        # cnn_gp's own ProductIterator order: the blocks i <= j, same=True on the diagonal
+        for (a0, a1), (b0, b1) in _upper_blocks(n, spec["batch_size"]):
+            k = model(x[a0:a1], x[b0:b1], a0 == b0).numpy()
+            K[a0:a1, b0:b1] = k
+            K[b0:b1, a0:a1] = k.T
+        dt = time.perf_counter() - t0
+    if spec.get("save"):
+        np.save(spec["save"], K.astype(np.float64))
+    _emit({"time": dt, "cores": (_cpu_s() - c0) / dt, "reps": 1, "rss_peak_mb": _maxrss_mb(),
+           "rss_setup_mb": rss0, "version": f"cnn_gp {spec['src']}, torch {torch.__version__}"})
+
+
+def _ckn_blocks(task):
+    """One ckn_kernel process: its blocks of the Gram (symmetric or cross)."""
+    import ckn_kernel
+
+    X, model, ntk, norms, blocks = task
+    out = []
+    cache = {}
+
+    def nrm(a0, a1):
+        if (a0, a1) not in cache:
+            cache[(a0, a1)] = ckn_kernel.compute_norms(X[a0:a1], model=model, ntk=ntk)
+        return cache[(a0, a1)]
+
+    for (a0, a1), (b0, b1) in blocks:
+        A, B = X[a0:a1], (None if a0 == b0 else X[b0:b1])
+        if norms:
+            na, nia = nrm(a0, a1)
+            nb, nib = (na, nia) if B is None else nrm(b0, b1)
+            k = ckn_kernel.compute_kernel_matrix(A, B, na, nb, nia, nib, model=model, ntk=ntk)
+        else:
+            k = ckn_kernel.compute_kernel_matrix(A, B, model=model, ntk=ntk)
+        out.append(((a0, a1), (b0, b1), k))
+    return out
+
+
+def worker_ckn(spec):
+    import multiprocessing
+
+    sys.path.insert(0, spec["src"])
+    import ckn_kernel  # noqa: F401  (fails early when the build is missing)
+
+    X = np.load(spec["data"])
+    n = len(X)
+    procs = max(1, min(spec["procs"], n))
+    # Gram split in procs contiguous image chunks; the blocks i <= j (a chunk's
+    # symmetric block costs half a cross block) dealt to the processes, longest first
+    blocks = _upper_blocks(n, -(-n // procs))
+    cost = [(b[1] - b[0]) * (a[1] - a[0]) / (2 if a == b else 1) for a, b in blocks]
+    loads, tasks = [0.0] * procs, [[] for _ in range(procs)]
+    for i in sorted(range(len(blocks)), key=lambda i: -cost[i]):
+        j = int(np.argmin(loads))
+        loads[j] += cost[i]
+        tasks[j].append(blocks[i])
+    args = [(X, spec["model"], spec["ntk"], spec["norms"], t) for t in tasks if t]
+    rss0 = _maxrss_mb()
+    K = np.empty((n, n), np.float32)
+    t0 = time.perf_counter()
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with multiprocessing.get_context("fork").Pool(len(args)) as pool:
+        for part in pool.map(_ckn_blocks, args):
+            for (a0, a1), (b0, b1), k in part:
+                K[a0:a1, b0:b1] = k
+                K[b0:b1, a0:a1] = k.T
+    dt = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    if spec.get("save"):
+        np.save(spec["save"], K.astype(np.float64))
+    child_mb = r1.ru_maxrss / 1024.0
+    _emit({"time": dt, "cores": cpu / dt, "reps": 1, "rss_peak_mb": max(_maxrss_mb(), child_mb),
+           "rss_setup_mb": rss0, "version": f"ckn_kernel {spec['src']}, {len(args)} processes"})
+
+
 NET_LABELS = {
     "cntk_gap": "CNTK [conv3 relu]x{d} GAP",
     "cntk_flat": "CNTK [conv3 relu]x{d} Flatten",
@@ -111,58 +258,6 @@ NET_LABELS = {
     "ckn_readme_relu": "CKN README relu-NTK",
     "ckn_cifar": "CKN CIFAR exp .6 32x32x3",
 }
-
-# Figures recorded on this machine for the peers that cannot run here (issue 5),
-# as unique Gram entries per second: (low, high, note).
-RECORDED = {
-    "cnn_gp_convnet": ("cnn_gp", 3080.0, 3080.0, "torch CPU, 2 threads"),
-    "ckn_readme": ("ckn_kernel", 131.0, 131.0, "2 processes; 295/s with precomputed norms"),
-    "ckn_readme_relu": ("ckn_kernel", 54.0, 54.0, "NTK"),
-    # ~80-105 s for the N=100 Gram (5050 unique entries)
-    "ckn_cifar": ("ckn_kernel", 5050 / 105.0, 5050 / 80.0, "80-105 s for N=100"),
-}
-CKN_PRECOMPUTED_NORMS_RATE = 295.0
-
-# ---------------------------------------------------------------------------
-# roofline: useful floating-point operations of the CNTK-GAP recursion
-# ---------------------------------------------------------------------------
-#
-# Counted per pair of spatial positions (p, q) of the 4-D tensors (H*W)^2, one
-# multiply, add, FMA-half or square root = 1 flop; compares, selects, min/max
-# and abs are not counted.  Following the recursion of arch.py (weight_var on
-# the window *mean*, NTK, trainable convs, no bias):
-#
-#   input     K0 = x_p . y_q / C                         2C - 1 (C=1: 1 mul)
-#   conv 3x3  K' = w/9 * window_sum(K), separable:
-#             2 adds along the height taps + 2 along the width taps + 1 mul = 5
-#             Theta' = w/9 * window_sum(Theta) + K'                 5 + 1 = 6
-#             (first conv: Theta_in = 0, Theta' = K' is a copy: 0)
-#   ReLU      rho = K * inv_p * inv_q                                     2
-#             acos(rho) (branch-free: tb = (1-|rho|)/2: 2, sqrt: 1, a^2: 1,
-#             asin core: u = 4t: 1, degree-12 Horner: 12 FMA = 24, z + z t q: 3,
-#             reflection 2r or pi/2 - r: 1, sign pi - ac: 1)                 34
-#             s = sq_p * sq_q                                              1
-#             sin = sqrt((1 - rho)(1 + rho))                               4
-#             K'' = s * (sin + (pi - th) rho) / (2 pi)                     5
-#             Kdot = (pi - th) / (2 pi)                                    1
-#             Theta'' = Theta' * Kdot                                      1
-#                                                               ReLU total 48
-#   GAP       sums of K and Theta over all pairs                           2
-#
-# so a depth-d CNTK-GAP costs (H W)^2 (2C - 1 + 5 + 48 + (d - 1)(11 + 48) + 2)
-# flops per kernel entry: 292 (H W)^2 = 1.80e8 for d = 5 on 28x28x1.  This is
-# the arithmetic of the current formulas, not a lower bound (a cheaper arccos
-# would lower it); the self passes (O(N)) and the 3x3 border (SAME padding:
-# edge windows have fewer taps, -2% on 28x28) are ignored.
-
-FLOPS = {"input_per_channel": 2, "conv_K": 5, "conv_Theta": 6, "relu_ntk": 48, "gap": 2}
-
-
-def cntk_gap_flops_per_entry(H, W, C, depth):
-    per_pair = (FLOPS["input_per_channel"] * C - 1 + FLOPS["conv_K"] + FLOPS["relu_ntk"]
-                + (depth - 1) * (FLOPS["conv_K"] + FLOPS["conv_Theta"] + FLOPS["relu_ntk"])
-                + FLOPS["gap"])
-    return per_pair * (H * W) ** 2
 
 
 def cpu_info():
@@ -307,13 +402,14 @@ class Runner:
     def __init__(self, args, tmp):
         self.args, self.tmp, self.n = args, tmp, 0
 
-    def _run(self, python, spec, timeout):
+    def _run(self, python, spec, timeout, extra_env=None):
         self.n += 1
         path = os.path.join(self.tmp, f"spec{self.n}.json")
         with open(path, "w") as f:
             json.dump(spec, f)
         env = dict(os.environ)
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        env.update(extra_env or {})
         if self.args.wait_idle > 0:
             self._wait_idle(self.args.wait_idle)
         b0 = _proc_stat_busy()
@@ -362,11 +458,23 @@ class Runner:
         return self._run(sys.executable, spec, self.args.timeout)
 
     def nt(self, spec):
+        return self.peer("nt", self.args.nt_python, None, spec)
+
+    def peer(self, engine, python, src, spec, env=None):
+        """Run a peer worker with ``python``; ``src``: the peer's checkout (or None)."""
         if self.args.no_peer:
             return {"error": "skipped (--no-peer)"}
-        if not os.path.exists(self.args.nt_python):
-            return {"error": f"{self.args.nt_python} not found"}
-        return self._run(self.args.nt_python, dict(engine="nt", **spec), self.args.timeout)
+        if src is not None and not src:
+            flag = {"cnn_gp": "--cnn-gp-src", "ckn": "--ckn-kernel-src"}[engine]
+            return {"error": f"peer not run: no {flag} DIR (see benchmarks/README.md, "
+                             "benchmarks/peers/setup_peers.sh)"}
+        if src is not None and not os.path.isdir(src):
+            return {"error": f"peer source {src} not found"}
+        if not os.path.exists(python):
+            return {"error": f"{python} not found"}
+        if src is not None:
+            spec = dict(spec, src=os.path.abspath(src))
+        return self._run(python, dict(engine=engine, **spec), self.args.timeout, env)
 
 
 def entries(n):
@@ -377,8 +485,8 @@ def config(quick):
     if quick:
         return dict(
             w1_peer_n=6, w1_n=40, nt_bs_gap={"float64": 2}, w1_nt_dtypes=("float64",),
-            w2_n=200, nt_bs_flat={"float64": 50, "float32": 50}, w3_n=300,
-            w4_ns=(60,), w4_ntk_ns=(60,), w4_cifar_n=30,
+            w2_n=200, nt_bs_flat={"float64": 50, "float32": 50}, w3_peer_n=50, w3_ns=(300,),
+            cnn_gp_bs=50, w4_peer_n=20, w4_ns=(60,), w4_cifar_peer_n=6, w4_cifar_ns=(30,),
             w5=dict(n_diag=[25, 50, 100, 200], n_full=[2, 4, 8, 16],
                     side=[16, 24, 32, 48], side_full_n=4, side_diag_n=50,
                     depth=list(range(1, 9)), depth_full_n=4, depth_diag_n=100))
@@ -388,15 +496,17 @@ def config(quick):
         # the noise of a shared machine, and 10 takes 4 GB, so 2 as well
         w1_peer_n=10, w1_n=200, nt_bs_gap={"float64": 2, "float32": 2},
         w1_nt_dtypes=("float64", "float32"), w2_n=200,
-        nt_bs_flat={"float64": 50, "float32": 50}, w3_n=1000,
-        w4_ns=(60, 200), w4_ntk_ns=(60, 200), w4_cifar_n=100,
+        nt_bs_flat={"float64": 50, "float32": 50},
+        # the peers at the N of issue 15 (cnn_gp 200, ckn_kernel 60), ours there and larger
+        w3_peer_n=200, w3_ns=(1000,), cnn_gp_bs=200, w4_peer_n=60, w4_ns=(200,),
+        w4_cifar_peer_n=20, w4_cifar_ns=(100,),
         w5=dict(n_diag=[25, 50, 100, 200, 400, 800], n_full=[4, 8, 16, 32, 48],
                 side=[16, 24, 32, 48, 64], side_full_n=6, side_diag_n=100,
                 depth=list(range(1, 9)), depth_full_n=8, depth_diag_n=200))
 
 
 class Table:
-    COLS = [("workload", 32, "s"), ("N", 5, "d"), ("dtype", 7, "s"), ("time s", 9, ".3f"),
+    COLS = [("workload", 48, "s"), ("N", 5, "d"), ("dtype", 7, "s"), ("time s", 9, ".3f"),
             ("entries/s", 10, ".4g"), ("cores", 5, ".2f"), ("RSS MB", 7, ".0f"),
             ("(d MB)", 7, ".0f"), ("bg", 4, ".1f"), ("peer", 18, "s"), ("peer s", 9, ".4g"),
             ("ratio", 11, "s"), ("max dev", 8, ".1e"), ("notes", 0, "s")]
@@ -525,21 +635,56 @@ def run_nt_workload(R, table, tmp, wl_name, net, N, batch_sizes, nt_dtypes, rate
     return out
 
 
-def recorded_row(R, table, tmp, wl_name, net, N, dtype, image, kind):
-    data = make_data(tmp, N, image, "x".join(map(str, image)))
-    res = R.ours(dict(net=net, depth=0, kind=kind, dtype=dtype, data=data))
-    peer, lo, hi, note = RECORDED[net]
-    pt = ratio = None
-    if "time" in res:
-        pt = entries(N) / ((lo + hi) / 2)
-        r_lo, r_hi = entries(N) / hi / res["time"], entries(N) / lo / res["time"]
-        ratio = _fmt_ratio(r_lo) if abs(r_hi - r_lo) < 1e-9 * r_lo else \
-            f"{_fmt_ratio(r_lo)}-{_fmt_ratio(r_hi)}"
-        if net == "ckn_readme":
-            note += f" -> {entries(N) / CKN_PRECOMPUTED_NORMS_RATE / res['time']:.1f}x vs that"
-    our_row(table, wl_name, res, N, dtype, peer=f"{peer} (recorded)", peer_time=pt, ratio=ratio,
-            notes=note)
-    return res
+def peer_row(table, wl_name, label, N, dtype, r, notes=""):
+    """A table row of a peer measurement (or its error)."""
+    if "error" in r:
+        table.add(workload=f"{wl_name} [peer {label}]", N=N, dtype=dtype,
+                  notes="ERROR " + r["error"])
+        return
+    table.add(**{"workload": f"{wl_name} [peer {label}]", "N": N, "dtype": dtype,
+                 "time s": r["time"], "entries/s": entries(N) / r["time"], "cores": r["cores"],
+                 "RSS MB": r["rss_peak_mb"], "(d MB)": r["rss_peak_mb"] - r["rss_setup_mb"],
+                 "bg": r.get("background"), "notes": notes or r.get("version", "")})
+
+
+def run_peer_workload(R, table, tmp, wl_name, net, image, kind, N, peers, rate_ns, perf):
+    """float32 workload vs peers measured at N, each ``(label, engine, python, src,
+    spec)``: peer rows, ours at N (ratio to the fastest peer, max dev vs the first
+    peer's Gram), then ours at the N of ``rate_ns`` (ratio of entries/s)."""
+    tag = "x".join(map(str, image))
+    data = make_data(tmp, N, image, tag)
+    timed = {}
+    ref = None
+    for label, engine, python, src, spec in peers:
+        save = os.path.join(tmp, f"{engine}_{net}_{N}_{len(timed)}.npy")
+        r = R.peer(engine, python, src, dict(spec, data=data, save=save), env={
+            "OMP_NUM_THREADS": "1"} if engine == "ckn" else None)
+        peer_row(table, wl_name, label, N, "float32", r)
+        if "time" in r:
+            timed[label] = r["time"]
+            ref = ref or save
+            perf.append((f"{wl_name} [peer {label}]", net, image, N, "float32", r))
+    fastest = min(timed, key=timed.get) if timed else None
+    for n in [N] + [n for n in rate_ns if n != N]:
+        save = os.path.join(tmp, f"ours_{net}_{n}.npy")
+        res = R.ours(dict(net=net, depth=0, kind=kind, dtype="float32",
+                          data=make_data(tmp, n, image, tag), save=save if n == N else None))
+        ratio = dev = None
+        notes = []
+        if "time" in res and fastest:
+            if n == N:
+                ratio = _fmt_ratio(timed[fastest] / res["time"])
+                dev = max_offdiag_dev(save, ref)
+                notes += [f"{lab} {t:.3g} s: {_fmt_ratio(t / res['time'])}"
+                          for lab, t in timed.items() if len(timed) > 1]
+            else:
+                ratio = _fmt_ratio((entries(n) / res["time"]) / (entries(N) / timed[fastest]),
+                                   approx=True)
+                notes.append(f"entries/s vs {fastest} at N={N}")
+        our_row(table, wl_name, res, n, "float32", peer=fastest, ratio=ratio, dev=dev,
+                peer_time=timed[fastest] if fastest and n == N else None,
+                notes="; ".join(notes))
+        perf.append((wl_name, net, image, n, "float32", res))
 
 
 def run_w5(R, cfg, outdir, quick):
@@ -652,6 +797,62 @@ def plot_w5(rows, path):
     print(f"W5 plot: {path}")
 
 
+def _loadavg():
+    try:
+        return " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "?"
+
+
+def print_roofline(perf, info):
+    """Measured peak of the CPU; per workload the modelled cost of an entry by
+    operation; per timed row the achieved GFLOP/s and fraction of the peak."""
+    from _peak import measure_peak
+
+    pk = measure_peak(info["cores"])
+    nominal = info["cores"] * (info["mhz"] or float("nan")) * 1e6 * 16
+    print("\nRoofline")
+    if "error" in pk:
+        peak64 = nominal
+        print(f"  peak NOT measured ({pk['error']}): assumed {info['cores']} cores x "
+              f"{(info['mhz'] or float('nan')) / 1e3:.3f} GHz x 16 double flop/cycle = "
+              f"{peak64 / 1e9:.1f} GFLOP/s double")
+    else:
+        peak64 = pk["peak64"]
+        print(f"  peak: {info['cores']} cores x {peak64 / info['cores'] / 1e9:.1f} = "
+              f"{peak64 / 1e9:.1f} GFLOP/s double, {pk['peak32'] / 1e9:.1f} single "
+              f"({pk['best_width']}-bit FMA);\n  {pk['how']};\n"
+              f"  (the former assumption, 16 double flop/cycle at the /proc/cpuinfo clock: "
+              f"{nominal / 1e9:.1f} GFLOP/s = {100 * nominal / peak64:.0f}% of this)")
+    print("  model of one kernel entry (benchmarks/_cost_model.py, from the architecture): "
+          "flops by operation; bytes if every\n  operation streamed its tensors through "
+          "memory (float32 / float64)")
+    print(f"  {'network':<18} {'flops/entry':>11} {'bytes f32':>10} {'bytes f64':>10} "
+          f"{'flop/B f32':>10}  flops by operation")
+    seen = set()
+    for _, net, image, *_ in perf:
+        if (net, tuple(image)) in seen:
+            continue
+        seen.add((net, tuple(image)))
+        c4, c8 = net_cost(net, image, 4), net_cost(net, image, 8)
+        print(f"  {net:<18} {c4.total_flops:>11.3g} {c4.total_bytes:>10.3g} "
+              f"{c8.total_bytes:>10.3g} {c4.total_flops / c4.total_bytes:>10.2f}  "
+              f"{c4.breakdown()}")
+    print(f"  {'row':<48} {'N':>5} {'dtype':<7} {'time s':>8} {'at peak s':>9} "
+          f"{'GFLOP/s':>8} {'% peak':>6} {'% busy':>6}")
+    for wl, net, image, n, dt, res in perf:
+        if "time" not in res:
+            continue
+        peak = peak64 * (2 if dt == "float32" else 1)
+        flops = net_cost(net, image, 4 if dt == "float32" else 8).total_flops * entries(n)
+        busy = peak / info["cores"] * max(res["cores"], 1e-9)
+        print(f"  {wl:<48} {n:>5} {dt:<7} {res['time']:>8.3g} {flops / peak:>9.3g} "
+              f"{flops / res['time'] / 1e9:>8.2f} {100 * flops / res['time'] / peak:>6.1f} "
+              f"{100 * flops / res['time'] / busy:>6.1f}")
+    print("  (at peak s = modelled flops / peak; % peak = of all cores; % busy = of the cores "
+          "the row kept busy)")
+
+
 def environment(args):
     info = cpu_info()
     simd, t_build = "?", 0.0
@@ -687,7 +888,19 @@ def main():
                     help="where the W5 scaling CSV/PNG go (default benchmarks/results)")
     ap.add_argument("--nt-python", default=os.environ.get("NT_PYTHON", "/tmp/ntvenv/bin/python"),
                     help="python of the neural-tangents venv")
-    ap.add_argument("--no-peer", action="store_true", help="do not run neural-tangents")
+    ap.add_argument("--peer-python",
+                    default=os.environ.get("PEER_PYTHON", "/tmp/peervenv/bin/python"),
+                    help="python of the cnn_gp / ckn_kernel venv (benchmarks/peers/"
+                         "setup_peers.sh; default /tmp/peervenv/bin/python or $PEER_PYTHON)")
+    ap.add_argument("--cnn-gp-src", default=os.environ.get("CNN_GP_SRC"), metavar="DIR",
+                    help="checkout of cambridge-mlg/cnn-gp (W3 peer; default $CNN_GP_SRC)")
+    ap.add_argument("--ckn-kernel-src", default=os.environ.get("CKN_KERNEL_SRC"), metavar="DIR",
+                    help="built checkout of albietz/ckn_kernel (W4 peer; default "
+                         "$CKN_KERNEL_SRC)")
+    ap.add_argument("--peer-procs", type=int, default=os.cpu_count() or 1,
+                    help="torch threads of cnn_gp and processes of ckn_kernel (default: "
+                         "all cores)")
+    ap.add_argument("--no-peer", action="store_true", help="run no peer")
     ap.add_argument("--n-jobs", type=int, default=-1, help="threads for ours (default all cores)")
     ap.add_argument("--timeout", type=float, default=3600, help="per-subprocess time limit (s)")
     ap.add_argument("--wait-idle", type=float, default=0, metavar="SECONDS",
@@ -698,7 +911,9 @@ def main():
     if args.worker:
         with open(args.worker) as f:
             spec = json.load(f)
-        (worker_ours if spec["engine"] == "ours" else worker_nt)(spec)
+        workers = {"ours": worker_ours, "nt": worker_nt, "cnn_gp": worker_cnn_gp,
+                   "ckn": worker_ckn}
+        workers[spec["engine"]](spec)
         return 0
 
     wanted = {w.strip().upper() for w in args.workloads.split(",") if w.strip()}
@@ -708,7 +923,6 @@ def main():
     cfg = config(args.quick)
     t_start = time.perf_counter()
     info, simd, npv, t_build, head = environment(args)
-    peak64 = info["cores"] * (info["mhz"] or float("nan")) * 1e6 * 16
     print(f"sklearn-convkernel benchmarks ({'quick' if args.quick else 'full'}), "
           f"{time.strftime('%Y-%m-%d %H:%M')}")
     print(f"  machine: {info['model']}, {info['cores']} cores, {info['mhz']:.0f} MHz "
@@ -717,40 +931,60 @@ def main():
     print(f"  core: engine '{simd}' (SKLEARN_CONVKERNEL_SIMD="
           f"{os.environ.get('SKLEARN_CONVKERNEL_SIMD', 'auto')}), n_jobs={args.n_jobs}, "
           f"repo {head}; import/rebuild check {t_build:.1f} s")
-    print(f"  peer: {args.nt_python if not args.no_peer else 'none (--no-peer)'}")
+    if args.no_peer:
+        print("  peers: none (--no-peer)")
+    else:
+        print(f"  peers: neural-tangents {args.nt_python}; cnn_gp {args.cnn_gp_src or '-'}, "
+              f"ckn_kernel {args.ckn_kernel_src or '-'} with {args.peer_python}, "
+              f"{args.peer_procs} threads/processes")
+    print(f"  load average before the run: {_loadavg()}")
     print("  columns: time = wall time of conv_kernel(X) (symmetric Gram), best of the runs "
           "totalling >= 2 s (max 3); entries/s = N(N+1)/2 / time;\n"
           "  cores = CPU time / wall time of that call; RSS MB = peak RSS of the measuring "
           "process, (d MB) = above its RSS before the call;\n"
           "  bg = cores busy with OTHER processes during the measurement (> 0.2 taints timings);"
           " ratio = peer time / our time at the same N\n"
-          "  (~ = ratio of entries/s vs the peer at a smaller N; 'recorded' = peer figure from "
-          "issue 5, not measured); max dev = max off-diagonal\n"
-          "  |ours - NT float64| / max |NT float64|.\n", flush=True)
+          "  (~ = ratio of entries/s vs the peer at a smaller N); every peer is measured in this "
+          "run; max dev = max off-diagonal\n"
+          "  |ours - peer| / max |peer| (W1, W2: vs NT float64; W3, W4: vs the first peer row, "
+          "float32).\n", flush=True)
 
     table = Table()
-    w1_rows = {}
+    perf = []  # (workload, net, image, N, dtype, result) of every timed row
     with tempfile.TemporaryDirectory(prefix="convkernel_bench_") as tmp:
         R = Runner(args, tmp)
         if "W1" in wanted:
-            w1_rows = run_nt_workload(R, table, tmp, "W1 CNTK GAP d5 ntk", "cntk_gap",
-                                      cfg["w1_peer_n"], cfg["nt_bs_gap"], cfg["w1_nt_dtypes"],
-                                      [cfg["w1_n"]])
+            rows = run_nt_workload(R, table, tmp, "W1 CNTK GAP d5 ntk", "cntk_gap",
+                                   cfg["w1_peer_n"], cfg["nt_bs_gap"], cfg["w1_nt_dtypes"],
+                                   [cfg["w1_n"]])
+            perf += [("W1 CNTK GAP d5 ntk", "cntk_gap", (28, 28, 1), n, dt, res)
+                     for (n, dt), res in sorted(rows.items())]
         if "W2" in wanted:
-            run_nt_workload(R, table, tmp, "W2 CNTK Flatten d5 ntk", "cntk_flat",
-                            cfg["w2_n"], cfg["nt_bs_flat"], ("float64", "float32"), [])
+            rows = run_nt_workload(R, table, tmp, "W2 CNTK Flatten d5 ntk", "cntk_flat",
+                                   cfg["w2_n"], cfg["nt_bs_flat"], ("float64", "float32"), [])
+            perf += [("W2 CNTK Flatten d5 ntk", "cntk_flat", (28, 28, 1), n, dt, res)
+                     for (n, dt), res in sorted(rows.items())]
         if "W3" in wanted:
-            recorded_row(R, table, tmp, "W3 cnn_gp ConvNet-GP nngp", "cnn_gp_convnet",
-                         cfg["w3_n"], "float32", (28, 28, 1), "nngp")
+            cnn_gp = ("cnn_gp", "cnn_gp", args.peer_python, args.cnn_gp_src or "",
+                      dict(threads=args.peer_procs, batch_size=cfg["cnn_gp_bs"]))
+            run_peer_workload(R, table, tmp, "W3 cnn_gp ConvNet-GP nngp", "cnn_gp_convnet",
+                              (28, 28, 1), "nngp", cfg["w3_peer_n"], [cnn_gp], cfg["w3_ns"],
+                              perf)
         if "W4" in wanted:
-            for n in cfg["w4_ns"]:
-                recorded_row(R, table, tmp, "W4 CKN README exp nngp", "ckn_readme", n,
-                             "float32", (28, 28, 1), "nngp")
-            for n in cfg["w4_ntk_ns"]:
-                recorded_row(R, table, tmp, "W4 CKN README relu ntk", "ckn_readme_relu", n,
-                             "float32", (28, 28, 1), "ntk")
-            recorded_row(R, table, tmp, "W4 CKN CIFAR exp.6 32x32x3", "ckn_cifar",
-                         cfg["w4_cifar_n"], "float32", (32, 32, 3), "nngp")
+            def ckn(model, ntk):
+                return [(f"ckn_kernel{'+norms' if norms else ''}", "ckn", args.peer_python,
+                         args.ckn_kernel_src or "",
+                         dict(model=model, ntk=ntk, norms=norms, procs=args.peer_procs))
+                        for norms in (False, True)]
+            run_peer_workload(R, table, tmp, "W4 CKN README exp nngp", "ckn_readme",
+                              (28, 28, 1), "nngp", cfg["w4_peer_n"], ckn(CKN_README, False),
+                              cfg["w4_ns"], perf)
+            run_peer_workload(R, table, tmp, "W4 CKN README relu ntk", "ckn_readme_relu",
+                              (28, 28, 1), "ntk", cfg["w4_peer_n"], ckn(CKN_README_RELU, True),
+                              cfg["w4_ns"], perf)
+            run_peer_workload(R, table, tmp, "W4 CKN CIFAR exp 32x32x3", "ckn_cifar",
+                              (32, 32, 3), "nngp", cfg["w4_cifar_peer_n"],
+                              ckn(CKN_CIFAR, False), cfg["w4_cifar_ns"], perf)
         if args.csv:
             keys = [c[0] for c in Table.COLS]
             with open(args.csv, "w", newline="") as f:
@@ -762,24 +996,8 @@ def main():
                                + [m.group(1) if m else ""])
             print(f"\ntable CSV: {args.csv}")
 
-        if w1_rows:
-            fpe = cntk_gap_flops_per_entry(28, 28, 1, 5)
-            print(f"\nRoofline W1: {fpe:.3g} useful flops per entry (292 per position pair x "
-                  f"784^2, counted in this script's FLOPS table);\n  peak assumed = "
-                  f"{info['cores']} cores x {info['mhz'] / 1e3:.3f} GHz x 16 double flop/cycle "
-                  f"(2 x 256-bit FMA) = {peak64 / 1e9:.1f} GFLOP/s double, "
-                  f"{2 * peak64 / 1e9:.1f} single; engine '{simd}'" + (
-                      " (AVX-512 CPUs that split 512-bit FMAs in two 256-bit halves, as "
-                      "AMD Zen 4 does, have this same peak)" if info["avx512"] else ""))
-            for (n, dt), res in sorted(w1_rows.items()):
-                if "time" not in res:
-                    continue
-                gf = fpe * entries(n) / res["time"]
-                peak = peak64 * (2 if dt == "float32" else 1)
-                busy = peak / info["cores"] * res["cores"]
-                print(f"  N={n:<4} {dt}: {entries(n) / res['time']:8.1f} entries/s -> "
-                      f"{gf / 1e9:6.2f} GFLOP/s = {100 * gf / peak:5.1f}% of {dt[5:]}-bit peak; "
-                      f"{res['cores']:.2f} cores were busy: {100 * gf / busy:5.1f}% of their peak")
+        if perf:
+            print_roofline(perf, info)
 
         if "W5" in wanted:
             run_w5(R, cfg, args.outdir, args.quick)
