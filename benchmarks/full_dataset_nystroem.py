@@ -18,22 +18,27 @@ never on the test set, e.g.
 ``--subset`` uses the 2000 / 1000 images shipped with the package instead (a
 quick check).
 
-Model: ``ConvNystroem(architecture, kind, n_components=M, random_state=0)``
-with M the largest value of ``--n-components``, followed by
-``RidgeClassifierCV`` (the ridge penalty chosen by leave-one-out on the
-training features, over ``--alphas``).  The landmarks are a uniformly random
-permutation prefix, so the landmarks of every smaller m are the first m of
-them: the kernel between the training (and evaluation) images and the M
-landmarks is computed once, and each m of the curve uses its first m columns
+Model: the features of ``ConvNystroem(architecture, kind, n_components=m,
+random_state=0)`` -- ``K(X, landmarks) K_mm^{-1/2}`` with the same landmarks
+and the same rank rule (:func:`sklearn_convkernel._conv_nystroem.pinv_sqrt_psd`)
+-- followed by ``RidgeClassifierCV`` (the ridge penalty chosen by
+leave-one-out on the training features, over ``--alphas``).  The landmarks
+are a uniformly random permutation prefix, so those of every smaller m are the
+first m of the largest M: the kernel between the training (and evaluation)
+images and the M landmarks is computed once, by ``conv_kernel`` in blocks of
+``--block-size`` landmarks, and each m of the curve uses its first m columns
 (``K_mm`` is a sub-block of ``K_nm``: the landmarks are training images).
-Both kernels live in resumable stores under ``--store-dir``: an interrupted
-run, started again with the same arguments, computes only the missing tiles.
+Every block lives in resumable stores under ``--store-dir``: an interrupted
+run, started again with the same arguments, computes only the missing tiles,
+and a later run with a larger M computes only the new blocks.
 
 Prints one row per m (evaluation accuracy, alpha, time) and appends them as
 JSON lines to ``--results``, together with the kernel time, the process CPU
 time (user + system, all threads) and the load average, so that a run on a
 busy machine can be read: on an idle 2-core machine the wall time of the
-kernel part is about its CPU time / 2.
+kernel part is about its CPU time / 2.  The time of a block is recorded when
+it is computed (``*.timing.json`` next to its stores) and reused when the
+block is.
 """
 
 import argparse
@@ -46,11 +51,12 @@ import time
 
 import numpy as np
 from sklearn.linear_model import RidgeClassifierCV
+from sklearn.utils import check_random_state
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _machine import cpu_name  # noqa: E402
 
-from sklearn_convkernel import ConvNystroem, __version__  # noqa: E402
+from sklearn_convkernel import __version__, conv_kernel  # noqa: E402
 from sklearn_convkernel._conv_nystroem import pinv_sqrt_psd  # noqa: E402
 from sklearn_convkernel._serialize import parse_architecture  # noqa: E402
 from sklearn_convkernel.datasets import load_fashion_mnist  # noqa: E402
@@ -83,6 +89,9 @@ def parse_args(argv):
     p.add_argument("--data", default=None, help="directory of the Fashion-MNIST IDX files")
     p.add_argument("--alphas", default="1e-6,1e-5,1e-4,1e-3,1e-2,1e-1,1")
     p.add_argument("--n-jobs", type=int, default=-1)
+    p.add_argument("--block-size", type=int, default=2000,
+                   help="landmarks per kernel store: a larger --n-components later reuses "
+                   "the finished blocks (default: %(default)s)")
     p.add_argument("--store-dir", default="nystroem_stores")
     p.add_argument("--results", default="benchmarks/results/full_dataset_nystroem.jsonl")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -95,6 +104,8 @@ def parse_args(argv):
         p.error("--n-components values must be >= 1")
     if args.holdout < 0:
         p.error("--holdout must be >= 0")
+    if args.block_size < 1:
+        p.error("--block-size must be >= 1")
     return args
 
 
@@ -117,6 +128,15 @@ def load(args):
     return X_train, y_train, X_test, y_test, "test"
 
 
+def _block_timing(path):
+    """The recorded time of a finished block of landmarks, or None."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     X_train, y_train, X_eval, y_eval, eval_name = load(args)
@@ -130,21 +150,41 @@ def main(argv=None):
     print(f"{len(X_train)} train / {len(X_eval)} evaluation images ({eval_name}); "
           f"{args.architecture} {args.kind} {args.dtype}", flush=True)
     M = min(args.ms[-1], len(X_train))
-    # one store per computation: the store refuses to be reused for another one
+    # the landmarks of ConvNystroem(n_components=M, random_state=0): a random
+    # permutation prefix, so those of every m <= M are the first m
+    idx = check_random_state(0).permutation(len(X_train))[:M]
+    landmarks = X_train[idx]
+    # one store per block of landmarks and computation (the store refuses reuse
+    # for another computation); a later, larger M reuses the finished blocks
     digest = hashlib.sha1(f"{arch!r} {args.kind} {args.dtype}".encode()).hexdigest()[:10]
-    tag = f"{digest}_{len(X_train)}_{M}_{'h' + str(args.holdout) if args.holdout else 'test'}"
-    t0, c0 = time.perf_counter(), cpu_seconds()
-    ny = ConvNystroem(arch, kind=args.kind, n_components=M, dtype=args.dtype,
-                      n_jobs=args.n_jobs, random_state=0, verbose=0 if args.quiet else 1,
-                      out=os.path.join(args.store_dir, f"Knm_{tag}.npy"))
-    K_nm = ny._fit(X_train)  # the fit's K(train, landmarks), kept
-    K_em = ny._kernel(ny._validate_images(X_eval, reset=False), ny.components_,
-                      out=os.path.join(args.store_dir, f"Keval_{tag}.npy"))
-    t_kernel, c_kernel = time.perf_counter() - t0, cpu_seconds() - c0
-    idx = ny.component_indices_
+    where = f"h{args.holdout}" if args.holdout else "test"
+    parts_nm, parts_em, t_kernel, c_kernel = [], [], 0.0, 0.0
+    for b0 in range(0, M, args.block_size):
+        b1 = min(b0 + args.block_size, M)
+        stem = os.path.join(args.store_dir, f"{digest}_{len(X_train)}_{b0}-{b1}")
+        timing = _block_timing(stem + f"_{where}.timing.json")
+        t0, c0 = time.perf_counter(), cpu_seconds()
+        common = dict(architecture=arch, kind=args.kind, dtype=args.dtype, n_jobs=args.n_jobs,
+                      verbose=0 if args.quiet else 1)
+        parts_nm.append(conv_kernel(X_train, landmarks[b0:b1], out=stem + "_Knm.npy", **common))
+        parts_em.append(conv_kernel(X_eval, landmarks[b0:b1], out=stem + f"_K{where}.npy",
+                                    **common))
+        t, c = time.perf_counter() - t0, cpu_seconds() - c0
+        if timing is None:  # computed now (or resumed: then only this session's share)
+            timing = {"wall_s": round(t, 1), "cpu_s": round(c, 1),
+                      "loadavg_1min": round(os.getloadavg()[0], 2), "cpu": cpu_name()}
+            with open(stem + f"_{where}.timing.json", "w") as f:
+                json.dump(timing, f)
+        print(f"landmarks {b0}-{b1}: {timing['wall_s']:.0f} s wall, {timing['cpu_s']:.0f} s "
+              f"CPU (load average {timing['loadavg_1min']})", flush=True)
+        t_kernel += timing["wall_s"]
+        c_kernel += timing["cpu_s"]
+    K_nm = np.hstack([np.asarray(P, dtype=np.float64) for P in parts_nm])
+    K_em = np.hstack([np.asarray(P, dtype=np.float64) for P in parts_em])
+    del parts_nm, parts_em
     loadavg = os.getloadavg()
     print(f"kernels: {K_nm.size + K_em.size:,} entries in {t_kernel:.0f} s wall, "
-          f"{c_kernel:.0f} s CPU (load average now {loadavg[0]:.1f})", flush=True)
+          f"{c_kernel:.0f} s CPU", flush=True)
     rows = []
     for m in (m for m in args.ms if m <= M):
         t1 = time.perf_counter()
