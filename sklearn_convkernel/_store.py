@@ -356,12 +356,17 @@ class GramStore:
         self.close()
 
 
+#: Seconds between two flushes (and marks) of the tiles written in this process.
+COMMIT_INTERVAL = 1.0
+
+
 class BatchedTileWriter:
     """Writes the tiles computed *in this process* into a store, durable in batches.
 
     The tiles of a thread (or sequential) backend come back to the calling
     process, which places them in one memory map of the store kept open for
-    the whole run and, at most once per ``interval`` seconds (and at
+    the whole run and, at most once per ``interval`` seconds
+    (:data:`COMMIT_INTERVAL` by default) (and at
     :meth:`close`), flushes the map and only then marks the tiles written
     since the last flush as finished: the store's rule (a tile is marked after
     its data is on disk) at one ``msync`` per batch instead of one per tile,
@@ -370,9 +375,9 @@ class BatchedTileWriter:
     themselves with :func:`write_tile`.
     """
 
-    def __init__(self, store, interval=1.0):
+    def __init__(self, store, interval=None):
         self.store = store
-        self.interval = float(interval)
+        self.interval = float(COMMIT_INTERVAL if interval is None else interval)
         self._arr = _open_array(store.path, "r+")
         self._target = self._arr if self._arr.ndim == 3 else self._arr[np.newaxis]
         self._pending = []

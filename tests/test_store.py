@@ -143,7 +143,8 @@ def test_kill_9_then_resume_is_bitwise_equal(tmp_path, monkeypatch):
     np.save(data, X)
     script = textwrap.dedent(f"""
         import numpy as np
-        from sklearn_convkernel import conv_kernel, presets
+        from sklearn_convkernel import _store, conv_kernel, presets
+        _store.COMMIT_INTERVAL = 0.005  # marks often, so that the kill lands mid-run
         X = np.load({str(data)!r})
         conv_kernel(X, architecture=presets.arora_cntk(3, gap=True), kind="ntk",
                     out={str(path)!r}, tile_size={tile}, n_jobs=1)
