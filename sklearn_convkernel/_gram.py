@@ -9,6 +9,7 @@ mirrored.
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import os
 
@@ -161,14 +162,18 @@ def _tile_pairs(r0, r1, c0, c1, symmetric):
 
 
 def _store_tile_task(prog, data, r0, c0, symmetric, path, index):
-    # computes one tile and writes it into the store file itself (a worker of a
-    # process or dask backend too, on a shared filesystem): only the tile's
-    # number travels back.  The images and tapes come as one tuple, which
-    # joblib's dask backend ships with the task instead of scattering it to
-    # some worker: a task whose worker dies is then simply run again elsewhere
-    # (scattered data would die with its worker and stall the run).
+    # computes one tile.  With a ``path`` (a worker of a process or dask
+    # backend, on a shared filesystem) it writes the tile into the store file
+    # itself and only the tile's number travels back; without one (threads of
+    # the calling process) the block is returned, for BatchedTileWriter.  The
+    # images and tapes come as one tuple, which joblib's dask backend ships
+    # with the task instead of scattering it to some worker: a task whose
+    # worker dies is then simply run again elsewhere (scattered data would die
+    # with its worker and stall the run).
     _, _, block = _tile_task(prog, data[0], data[1], r0, data[2], data[3], c0, symmetric,
                              *data[4:])
+    if path is None:
+        return index, block
     write_tile(path, block, r0, c0, symmetric)
     return index
 
@@ -267,31 +272,26 @@ def _gram_into_store(prog, Xf, tx, sx, Yf, ty, symmetric, n_jobs, verbose, store
     total = sum(_tile_pairs(r0, r1, c0, c1, symmetric) for (r0, r1), (c0, c1) in tiles)
     left = sum(_tile_pairs(*tiles[t][0], *tiles[t][1], symmetric) for t in todo)
     runner = _parallel(n_jobs)
-    with progress(total, "kernel entries", verbose, initial=total - left) as bar:
-        if getattr(runner._backend, "uses_threads", False):
-            # in this process: the tiles come back and are written in batches
-            number = {(tiles[t][0][0], tiles[t][1][0]): t for t in todo}
-            tasks = (
-                delayed(_tile_task)(prog, Xf[r0:r1], tx[r0:r1], r0, Yf[c0:c1], ty[c0:c1], c0,
-                                    symmetric, *_flipped_columns(flipped, c0, c1))
-                for (r0, r1), (c0, c1) in (tiles[t] for t in todo)
-            )
-            with BatchedTileWriter(store) as writer:
-                for r0, c0, block in runner(tasks):
-                    writer.add(number[r0, c0], block, r0, c0)
-                    bar.update(_tile_pairs(r0, r0 + block.shape[1], c0, c0 + block.shape[2],
-                                           symmetric))
-        else:
-            # processes or a cluster: each worker writes and flushes its tiles
-            tasks = (
-                delayed(_store_tile_task)(prog, (Xf[r0:r1], tx[r0:r1], Yf[c0:c1], ty[c0:c1])
-                                          + _flipped_columns(flipped, c0, c1), r0, c0,
-                                          symmetric, store.path, t)
-                for t, ((r0, r1), (c0, c1)) in ((t, tiles[t]) for t in todo)
-            )
-            for t in runner(tasks):
+    # threads (or sequential): the tiles come back to this process, which
+    # writes them in batches; other backends' workers write their own tiles
+    in_process = getattr(runner._backend, "uses_threads", False)
+    path = None if in_process else store.path
+    tasks = (
+        delayed(_store_tile_task)(prog, (Xf[r0:r1], tx[r0:r1], Yf[c0:c1], ty[c0:c1])
+                                  + _flipped_columns(flipped, c0, c1), r0, c0,
+                                  symmetric, path, t)
+        for t, ((r0, r1), (c0, c1)) in ((t, tiles[t]) for t in todo)
+    )
+    writer = BatchedTileWriter(store) if in_process else contextlib.nullcontext()
+    with progress(total, "kernel entries", verbose, initial=total - left) as bar, writer:
+        for result in runner(tasks):
+            t, block = result if in_process else (result, None)
+            (r0, r1), (c0, c1) = tiles[t]
+            if in_process:
+                writer.add(t, block, r0, c0)
+            else:
                 store.mark(t)
-                bar.update(_tile_pairs(*tiles[t][0], *tiles[t][1], symmetric))
+            bar.update(_tile_pairs(r0, r1, c0, c1, symmetric))
     store.finish(sx if symmetric else None)
 
 

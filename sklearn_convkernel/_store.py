@@ -365,10 +365,9 @@ class BatchedTileWriter:
 
     The tiles of a thread (or sequential) backend come back to the calling
     process, which places them in one memory map of the store kept open for
-    the whole run and, at most once per ``interval`` seconds
-    (:data:`COMMIT_INTERVAL` by default) (and at
-    :meth:`close`), flushes the map and only then marks the tiles written
-    since the last flush as finished: the store's rule (a tile is marked after
+    the whole run.  At most once per ``interval`` seconds (default
+    :data:`COMMIT_INTERVAL`) and at :meth:`close` it flushes the map and only
+    then marks the tiles written since the last flush as finished: the store's rule (a tile is marked after
     its data is on disk) at one ``msync`` per batch instead of one per tile,
     which cost ~10 % of a 60 000 x 2 000 CNTK K_nm in 32 x 32 tiles.  Tiles
     of other backends (processes, a dask cluster) are written by the workers
