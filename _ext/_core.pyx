@@ -26,6 +26,12 @@ cdef extern from "convkernel/core.hpp" namespace "convkernel":
         int64_t n_outputs
         int32_t ntk
 
+    ctypedef struct AbiEntry:
+        const char* group
+        const char* name
+        int64_t value
+
+    const AbiEntry* ck_abi(int64_t* n)
     const char* ck_simd_variant() nogil
     int ck_check_program(const Program* prog, char* msg, int msg_len) nogil
     int ck_self_pass_f64(const Program* prog, const double* X, int64_t n,
@@ -61,11 +67,38 @@ ctypedef fused real:
 cdef enum:
     MSG_LEN = 512
 
+
+def abi():
+    """The core's ABI constants, from the lists of ``convkernel/abi.hpp``.
+
+    Returns
+    -------
+    dict
+        ``{group: {name: value}}`` for the groups "op" (``OP_*``), "fn"
+        (``FN_*``), "status" (``STATUS_*``), "size" (``N_INT``, ``N_FLOAT``,
+        ``TAPE_FACTORS``), "column" (``C_*``, integer columns) and "fcolumn"
+        (``F_*``, float columns).  ``sklearn_convkernel._abi`` exposes them
+        as module constants.
+    """
+    cdef int64_t n = 0
+    cdef const AbiEntry* table = ck_abi(&n)
+    out = {}
+    for k in range(n):
+        out.setdefault(table[k].group.decode(), {})[table[k].name.decode()] = table[k].value
+    return out
+
+
+_ABI = abi()
+_STATUS = _ABI["status"]
+_N_INT = _ABI["size"]["N_INT"]
+_N_FLOAT = _ABI["size"]["N_FLOAT"]
+cdef int _OK = _STATUS["STATUS_OK"]
+
 STATUS_NAMES = {
-    1: "invalid program (a planner bug; please report it)",
-    2: "invalid argument",
-    3: "non-finite kernel value",
-    4: "out of memory",
+    _STATUS["STATUS_BAD_PROGRAM"]: "invalid program (a planner bug; please report it)",
+    _STATUS["STATUS_BAD_ARGUMENT"]: "invalid argument",
+    _STATUS["STATUS_NOT_FINITE"]: "non-finite kernel value",
+    _STATUS["STATUS_NO_MEMORY"]: "out of memory",
 }
 
 
@@ -79,12 +112,16 @@ def simd_variant():
 
 
 cdef object _raise(int status, char* msg):
-    text = msg.decode("utf-8", "replace")
-    if status == 4:
+    raise_status(status, msg.decode("utf-8", "replace"))
+
+
+def raise_status(int status, str text):
+    """Raise the exception of a failed core status: MemoryError, RuntimeError or ValueError."""
+    if status == _STATUS["STATUS_NO_MEMORY"]:
         raise MemoryError(f"sklearn_convkernel core: {text}")
-    if status == 1:
-        raise RuntimeError(f"sklearn_convkernel core: {STATUS_NAMES[1]}: {text}")
-    if status == 3:
+    if status == _STATUS["STATUS_BAD_PROGRAM"]:
+        raise RuntimeError(f"sklearn_convkernel core: {STATUS_NAMES[status]}: {text}")
+    if status == _STATUS["STATUS_NOT_FINITE"]:
         text += ("; if the images are of ordinary size, the architecture's variances "
                  "(weight_var, bias_var) are too large for this dtype and depth: lower them")
     raise ValueError(f"sklearn_convkernel core: {STATUS_NAMES.get(status, 'error')}: {text}")
@@ -104,8 +141,9 @@ cdef class CompiledProgram:
                   int64_t tape_len, int64_t n_outputs, bint ntk):
         cdef char msg[MSG_LEN]
         cdef int status
-        if ops.shape[1] != 20 or fops.shape[1] != 4 or ops.shape[0] != fops.shape[0]:
-            raise ValueError("op tables must be (n_ops, 20) int64 and (n_ops, 4) float64")
+        if ops.shape[1] != _N_INT or fops.shape[1] != _N_FLOAT or ops.shape[0] != fops.shape[0]:
+            raise ValueError(f"op tables must be (n_ops, {_N_INT}) int64 and "
+                             f"(n_ops, {_N_FLOAT}) float64")
         # keep the buffers alive (the Program points into them) and picklable
         self._args = (np.asarray(ops), np.asarray(fops), np.asarray(blob_i),
                       np.asarray(blob_f), height, width, channels, tape_len,
@@ -129,7 +167,7 @@ cdef class CompiledProgram:
         self.ntk = ntk
         msg[0] = 0
         status = ck_check_program(&self.prog, msg, MSG_LEN)
-        if status != 0:
+        if status != _OK:
             _raise(status, msg)
 
     def __reduce__(self):
@@ -156,7 +194,7 @@ cdef class CompiledProgram:
             else:
                 status = ck_self_pass_f32(&self.prog, &X[0, 0], n, &tapes[0, 0],
                                           &self_out[0, 0], msg, MSG_LEN)
-        if status != 0:
+        if status != _OK:
             _raise(status, msg)
 
     def pair_tile(self, const real[:, ::1] X, const real[:, ::1] tapes_x, int64_t x0,
@@ -193,7 +231,7 @@ cdef class CompiledProgram:
                 status = ck_pair_tile_f32(&self.prog, &X[0, 0], &tapes_x[0, 0], nx, x0,
                                           &Y[0, 0], &tapes_y[0, 0], ny, y0, upper_only,
                                           &out[0, 0, 0], s0, s1, s2, msg, MSG_LEN)
-        if status != 0:
+        if status != _OK:
             _raise(status, msg)
 
     def pair_list(self, const real[:, ::1] X, const real[:, ::1] tapes_x,
@@ -225,5 +263,5 @@ cdef class CompiledProgram:
                 status = ck_pair_list_f32(&self.prog, &X[0, 0], &tapes_x[0, 0], X.shape[0],
                                           &Y[0, 0], &tapes_y[0, 0], Y.shape[0],
                                           &ii[0], &jj[0], n, &out[0, 0], msg, MSG_LEN)
-        if status != 0:
+        if status != _OK:
             _raise(status, msg)

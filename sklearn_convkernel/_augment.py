@@ -26,36 +26,36 @@ from __future__ import annotations
 import numpy as np
 
 from sklearn_convkernel import arch as A
-from sklearn_convkernel import _plan as P
+from sklearn_convkernel import _abi
 
 __all__ = ["AUGMENTS", "check_augment", "check_flip_equivariant", "flip_images", "FlipPlan"]
 
 #: accepted values of the ``augment`` parameter (besides None)
 AUGMENTS = ("hflip",)
 
-# integer columns of an op row (keep in sync with _ext/include/convkernel/core.hpp);
-# CONV: 9 width window, 11 width stride, 13 width dilation, 15 left pad, 17 circular;
-# POOL: 10 / 11 offsets of the width matrix's CSR pointers / indices in the blobs;
-# NONLIN: 9 tape offset
-_IN_H, _IN_W, _OUT_W, _MODE_IN = 1, 2, 4, 5
+# the width-axis columns of a CONV row: window, stride, dilation, left pad, circular
+_CONV_W = (_abi.C_CONV_KW, _abi.C_CONV_SW, _abi.C_CONV_DW, _abi.C_CONV_PAD_W,
+           _abi.C_CONV_CIRC_W)
+_IN_H, _IN_W, _OUT_W, _MODE_IN = _abi.C_IN_H, _abi.C_IN_W, _abi.C_OUT_W, _abi.C_MODE_IN
 
 # op codes that commute with the width reversal by construction: they act on each
 # position separately, sum over all positions, or only move states on the stack.
 # A new op code goes here (a read-out whose weights are mirror-symmetric along the
 # width, e.g.) or gets a check below; unknown codes raise.
 _ALWAYS_EQUIVARIANT = {
-    P.OP_INPUT: "the input layer",
-    P.OP_NONLIN: "a nonlinearity",
-    P.OP_DIAGSUM: "a diagonal read-out (Flatten/Trace)",
-    P.OP_TODIAG: "a diagonal extraction",
-    P.OP_PUSH: "a stack push",
-    P.OP_SWAP: "a stack swap",
-    P.OP_ADD: "a branch sum",
-    P.OP_POP: "a stack pop",
-    P.OP_OUTPUT: "a read-out slot",
+    _abi.OP_INPUT: "the input layer",
+    _abi.OP_NONLIN: "a nonlinearity",
+    _abi.OP_DIAGSUM: "a diagonal read-out (Flatten/Trace)",
+    _abi.OP_TODIAG: "a diagonal extraction",
+    _abi.OP_PUSH: "a stack push",
+    _abi.OP_SWAP: "a stack swap",
+    _abi.OP_ADD: "a branch sum",
+    _abi.OP_POP: "a stack pop",
+    _abi.OP_OUTPUT: "a read-out slot",
 }
 # op codes that come from no layer of the architecture (planner bookkeeping)
-_STRUCTURAL = {P.OP_INPUT, P.OP_TODIAG, P.OP_PUSH, P.OP_SWAP, P.OP_ADD, P.OP_POP, P.OP_OUTPUT}
+_STRUCTURAL = {_abi.OP_INPUT, _abi.OP_TODIAG, _abi.OP_PUSH, _abi.OP_SWAP, _abi.OP_ADD,
+               _abi.OP_POP, _abi.OP_OUTPUT}
 
 
 def check_augment(augment):
@@ -76,7 +76,7 @@ def check_augment(augment):
 def _conv_taps(row):
     """Width-axis tap table of a CONV row: (k, W_out) input columns, -1 in zero padding."""
     n, n_out = int(row[_IN_W]), int(row[_OUT_W])
-    k, s, d, lo, circ = (int(row[c]) for c in (9, 11, 13, 15, 17))
+    k, s, d, lo, circ = (int(row[c]) for c in _CONV_W)
     idx = s * np.arange(n_out)[None, :] + d * np.arange(k)[:, None] - lo
     if circ:
         return idx % n
@@ -106,7 +106,7 @@ def _conv_problem(row):
         ok = np.array_equal(_tap_counts(tab, n), _tap_counts(flipped, n))
     if ok:
         return None
-    k, s, d, lo, circ = (int(row[c]) for c in (9, 11, 13, 15, 17))
+    k, s, d, lo, circ = (int(row[c]) for c in _CONV_W)
     ext = d * (k - 1) + 1
     hi = s * (n_out - 1) + ext - n - lo  # padding the last window reaches on the right
     where = (f"width window {k}" + (f", stride {s}" if s != 1 else "")
@@ -141,11 +141,12 @@ def _tap_counts(tab, n):
 def _pool_width_matrix(plan, row):
     """Dense width pooling matrix (W_out x W_in) of a POOL row from the CSR blobs."""
     n, n_out = int(row[_IN_W]), int(row[_OUT_W])
-    ptr = plan.blob_i[int(row[10]):int(row[10]) + n_out + 1]
+    ptr_off, idx_off = int(row[_abi.C_POOL_W_PTR]), int(row[_abi.C_POOL_W_IDX])
+    ptr = plan.blob_i[ptr_off:ptr_off + n_out + 1]
     M = np.zeros((n_out, n))
     for a in range(n_out):
         for u in range(int(ptr[a]), int(ptr[a + 1])):
-            M[a, int(plan.blob_i[int(row[11]) + u])] += plan.blob_f[int(row[11]) + u]
+            M[a, int(plan.blob_i[idx_off + u])] += plan.blob_f[idx_off + u]
     return M
 
 
@@ -173,7 +174,8 @@ def _pool_problem(plan, row):
 def _shiftsum_problem(plan, row):
     """A SHIFTSUM read-out weighs width displacements d; equivariant when w(d) = w(-d)."""
     n = int(row[_IN_W])
-    w = plan.blob_f[int(row[9]):int(row[9]) + 2 * n - 1]
+    off = int(row[_abi.C_SHIFTSUM_W_WEIGHTS])
+    w = plan.blob_f[off:off + 2 * n - 1]
     if np.array_equal(w, w[::-1]):
         return None
     return "its width displacement weights are not symmetric"
@@ -203,14 +205,14 @@ def check_flip_equivariant(plan, architecture=None):
         for op codes this check does not know.
     """
     for k, row in enumerate(plan.ops):
-        code = int(row[0])
+        code = int(row[_abi.C_CODE])
         if code in _ALWAYS_EQUIVARIANT:
             continue
-        if code == P.OP_CONV:
+        if code == _abi.OP_CONV:
             problem = _conv_problem(row)
-        elif code == P.OP_POOL:
+        elif code == _abi.OP_POOL:
             problem = _pool_problem(plan, row)
-        elif code == P.OP_SHIFTSUM:
+        elif code == _abi.OP_SHIFTSUM:
             problem = _shiftsum_problem(plan, row)
         else:
             problem = (f"op code {code} is not checked for flip equivariance; declare it "
@@ -226,13 +228,13 @@ def check_flip_equivariant(plan, architecture=None):
 
 def _describe(plan, k, architecture):
     """The layer behind op row k (its repr when the architecture is known)."""
-    layer_rows = [j for j, r in enumerate(plan.ops) if int(r[0]) not in _STRUCTURAL]
+    layer_rows = [j for j, r in enumerate(plan.ops) if int(r[_abi.C_CODE]) not in _STRUCTURAL]
     names = _leaf_names(architecture) if architecture is not None else []
     if len(names) == len(layer_rows) and k in layer_rows:
         return f"{names[layer_rows.index(k)]} (program op {k})"
     # the planner's emission order is unknown here: describe the op only
-    code = int(plan.ops[k][0])
-    return {P.OP_CONV: "a convolution", P.OP_POOL: "a pooling"}.get(code, "an op") + \
+    code = int(plan.ops[k][_abi.C_CODE])
+    return {_abi.OP_CONV: "a convolution", _abi.OP_POOL: "a pooling"}.get(code, "an op") + \
         f" (program op {k})"
 
 
@@ -252,13 +254,13 @@ def _tape_permutation(plan):
     """Index array p with tape(flip x) = tape(x)[p] for a flip-equivariant plan."""
     perm = np.arange(plan.tape_len)
     for row in plan.ops:
-        if int(row[0]) != P.OP_NONLIN:
+        if int(row[_abi.C_CODE]) != _abi.OP_NONLIN:
             continue
         h, w = int(row[_IN_H]), int(row[_IN_W])
-        off = int(row[9])
-        # two H x W maps (the factors [inv | sq]), each reversed along the width
-        maps = np.arange(off, off + 2 * h * w).reshape(2, h, w)
-        perm[off:off + 2 * h * w] = maps[:, :, ::-1].ravel()
+        off, n = int(row[_abi.C_NONLIN_TAPE]), _abi.TAPE_FACTORS * h * w
+        # TAPE_FACTORS H x W maps (the factors [inv | sq]), each reversed along the width
+        maps = np.arange(off, off + n).reshape(_abi.TAPE_FACTORS, h, w)
+        perm[off:off + n] = maps[:, :, ::-1].ravel()
     return perm
 
 

@@ -1,7 +1,8 @@
 """Lower an architecture for a given input shape into the compiled core's program.
 
 The program is a flat list of operations of a small stack machine (see
-``_ext/include/convkernel/core.hpp``): branches (:class:`~.arch.Sum`) and
+``_ext/include/convkernel/core.hpp``; its codes and columns are the constants
+of ``_abi``): branches (:class:`~.arch.Sum`) and
 intermediate read-outs (:class:`~.arch.Tap`) become PUSH / SWAP / ADD / POP /
 OUTPUT operations.
 
@@ -24,20 +25,7 @@ from typing import List, Tuple
 import numpy as np
 
 from sklearn_convkernel import arch as A
-
-# Keep in sync with _ext/include/convkernel/core.hpp.
-OP_INPUT, OP_CONV, OP_NONLIN, OP_POOL, OP_DIAGSUM, OP_TODIAG = 0, 1, 2, 3, 4, 5
-OP_PUSH, OP_SWAP, OP_ADD, OP_POP, OP_OUTPUT = 6, 7, 8, 9, 10
-OP_SHIFTSUM = 11
-N_INT, N_FLOAT = 20, 4
-
-_FN_CODES = {
-    A.ReLU: 0,
-    A.Erf: 1,
-    A.ExpKernel: 2,
-    A.PolyKernel: 5,
-    A.LinearKernel: 6,
-}
+from sklearn_convkernel import _abi
 
 KINDS = ("nngp", "ntk")
 SPATIAL_MODES = ("auto", "full")
@@ -95,7 +83,8 @@ class _Lowering:
 
     A layer lowers itself (its ``_lower(lowering, shape)`` method, see
     :class:`~.arch.Layer`) by calling the builders below; they alone know the
-    op codes and the parameter columns of the core (``core.hpp``).
+    op codes and the parameter columns of the core (``_abi``, from
+    ``_ext/include/convkernel/abi.hpp``).
     """
 
     def __init__(self, kind):
@@ -113,16 +102,16 @@ class _Lowering:
 
     # stack machine (branches and taps)
     def push(self, shape):
-        self.ops.append(_Op(OP_PUSH, shape, shape))
+        self.ops.append(_Op(_abi.OP_PUSH, shape, shape))
 
     def swap(self, out, shape):
-        self.ops.append(_Op(OP_SWAP, out, shape))
+        self.ops.append(_Op(_abi.OP_SWAP, out, shape))
 
     def add(self, shape):
-        self.ops.append(_Op(OP_ADD, shape, shape))
+        self.ops.append(_Op(_abi.OP_ADD, shape, shape))
 
     def pop(self, out, shape):
-        self.ops.append(_Op(OP_POP, out, shape))
+        self.ops.append(_Op(_abi.OP_POP, out, shape))
 
     def new_tap_slot(self):
         """The next read-out slot (taps are numbered in order of appearance)."""
@@ -132,28 +121,30 @@ class _Lowering:
 
     def output(self, shape, slot):
         """Read the current state out into tap ``slot``."""
-        self.ops.append(_Op(OP_OUTPUT, shape, shape, ints={8: slot}))
+        self.ops.append(_Op(_abi.OP_OUTPUT, shape, shape, ints={_abi.C_OUTPUT_SLOT: slot}))
 
     # layers
     def conv(self, shape, out, size, stride, dilation, lo, circular, trainable, weight_var,
              bias_var):
         """A window-mean convolution; ``lo`` and ``circular`` are per-axis (h, w) pairs."""
         ints = {
-            8: size[0], 9: size[1],
-            10: stride[0], 11: stride[1],
-            12: dilation[0], 13: dilation[1],
-            14: lo[0], 15: lo[1], 16: int(circular[0]), 17: int(circular[1]),
-            18: int(trainable),
+            _abi.C_CONV_KH: size[0], _abi.C_CONV_KW: size[1],
+            _abi.C_CONV_SH: stride[0], _abi.C_CONV_SW: stride[1],
+            _abi.C_CONV_DH: dilation[0], _abi.C_CONV_DW: dilation[1],
+            _abi.C_CONV_PAD_H: lo[0], _abi.C_CONV_PAD_W: lo[1],
+            _abi.C_CONV_CIRC_H: int(circular[0]), _abi.C_CONV_CIRC_W: int(circular[1]),
+            _abi.C_CONV_TRAINABLE: int(trainable),
         }
-        floats = {0: weight_var, 1: bias_var}
-        self.ops.append(_Op(OP_CONV, shape, out, ints, floats))
+        floats = {_abi.F_CONV_WEIGHT_VAR: weight_var, _abi.F_CONV_BIAS_VAR: bias_var}
+        self.ops.append(_Op(_abi.OP_CONV, shape, out, ints, floats))
 
     def nonlinearity(self, shape, fn, degree, sigma):
-        """An entrywise dual activation, core function code ``fn`` (``FN_*`` of core.hpp)."""
-        ints = {8: fn, 9: self.tape_len, 10: degree}
-        floats = {0: sigma}
-        self.tape_len += 2 * shape[0] * shape[1]  # per-position factors (core.hpp)
-        self.ops.append(_Op(OP_NONLIN, shape, shape, ints, floats))
+        """An entrywise dual activation, core function code ``fn`` (``_abi.FN_*``)."""
+        ints = {_abi.C_NONLIN_FN: fn, _abi.C_NONLIN_TAPE: self.tape_len,
+                _abi.C_NONLIN_DEGREE: degree}
+        floats = {_abi.F_NONLIN_SIGMA: sigma}
+        self.tape_len += _abi.TAPE_FACTORS * shape[0] * shape[1]  # per-position factors
+        self.ops.append(_Op(_abi.OP_NONLIN, shape, shape, ints, floats))
 
     def pool(self, shape, mh, mw):
         """A separable linear map on positions (dense 1-D matrices, stored as CSR)."""
@@ -174,9 +165,9 @@ class _Lowering:
             idx_off = len(self.blob_i)
             self.blob_i.extend(idx)
             self.blob_f.extend(val)
-            ints[8 + 2 * ax] = ptr_off
-            ints[9 + 2 * ax] = idx_off
-        self.ops.append(_Op(OP_POOL, shape, out, ints, mixing=mixing))
+            ints[(_abi.C_POOL_H_PTR, _abi.C_POOL_W_PTR)[ax]] = ptr_off
+            ints[(_abi.C_POOL_H_IDX, _abi.C_POOL_W_IDX)[ax]] = idx_off
+        self.ops.append(_Op(_abi.OP_POOL, shape, out, ints, mixing=mixing))
         return out
 
     def shift_sum(self, shape, weights):
@@ -186,17 +177,18 @@ class _Lowering:
         offsets = {}
         mixing = False
         for ax, w in enumerate(weights):
-            offsets[8 + ax] = len(self.blob_f)
+            offsets[(_abi.C_SHIFTSUM_H_WEIGHTS, _abi.C_SHIFTSUM_W_WEIGHTS)[ax]] = len(self.blob_f)
             self.blob_f.extend(float(v) for v in w)
             self.blob_i.extend([0] * len(w))
             n = shape[ax]
             mixing |= bool(np.any(np.delete(w, n - 1)))  # weight off displacement 0
-        self.ops.append(_Op(OP_SHIFTSUM, shape, (1, 1), offsets, mixing=mixing))
+        self.ops.append(_Op(_abi.OP_SHIFTSUM, shape, (1, 1), offsets, mixing=mixing))
         return (1, 1)
 
     def diag_sum(self, shape, scale):
         """A read-out ``scale * sum_p K[p, p]``."""
-        self.ops.append(_Op(OP_DIAGSUM, shape, (1, 1), floats={0: scale}))
+        self.ops.append(_Op(_abi.OP_DIAGSUM, shape, (1, 1),
+                            floats={_abi.F_DIAGSUM_SCALE: scale}))
         return (1, 1)
 
     # -- demand (backward: which states must be full) ----------------------
@@ -206,31 +198,31 @@ class _Lowering:
         stack = [False]
         for op in reversed(self.ops):
             c = op.code
-            if c == OP_OUTPUT:
+            if c == _abi.OP_OUTPUT:
                 out_demand = stack[-1]
                 op.needs_full_in = out_demand
                 continue
-            if c == OP_POP:
+            if c == _abi.OP_POP:
                 stack.append(False)  # the popped state was the tap's, used by OUTPUT only
                 op.needs_full_in = False
                 continue
-            if c == OP_PUSH:
+            if c == _abi.OP_PUSH:
                 a = stack.pop()
                 b = stack.pop()
                 stack.append(a or b)
                 op.needs_full_in = stack[-1]
                 continue
-            if c == OP_SWAP:
+            if c == _abi.OP_SWAP:
                 stack[-1], stack[-2] = stack[-2], stack[-1]
                 op.needs_full_in = stack[-1]
                 continue
-            if c == OP_ADD:
+            if c == _abi.OP_ADD:
                 d = stack[-1]
                 stack.append(d)
                 op.needs_full_in = d
                 continue
             out_demand = stack.pop()
-            if c == OP_DIAGSUM:
+            if c == _abi.OP_DIAGSUM:
                 need = False
             elif op.mixing:  # position-mixing pools and shift read-outs
                 need = True
@@ -254,25 +246,26 @@ class _Lowering:
         # mode of each stack slot during the forward walk
         modes = [int(start_full)]
         scale = 1.0 / C if input_norm == "mean" else 1.0
-        rows.append(self._row(OP_INPUT, (H, W), (H, W), 0, modes[0], {8: C}, {0: scale}))
+        rows.append(self._row(_abi.OP_INPUT, (H, W), (H, W), 0, modes[0],
+                              {_abi.C_INPUT_CHANNELS: C}, {_abi.F_INPUT_SCALE: scale}))
 
         def todiag(shape):
-            rows.append(self._row(OP_TODIAG, shape, shape, 1, 0, {}, {}))
+            rows.append(self._row(_abi.OP_TODIAG, shape, shape, 1, 0, {}, {}))
 
         for op in self.ops:
             c = op.code
             cur = modes[-1]
             want = int(op.needs_full_in)
-            if c == OP_ADD:
+            if c == _abi.OP_ADD:
                 # both operands must be in the demanded mode
                 if modes[-1] and not want:
                     todiag(op.in_shape)
                     modes[-1] = 0
                 if modes[-2] and not want:
-                    rows.append(self._row(OP_SWAP, op.in_shape, op.in_shape,
+                    rows.append(self._row(_abi.OP_SWAP, op.in_shape, op.in_shape,
                                           modes[-1], 1, {}, {}))
                     todiag(op.in_shape)
-                    rows.append(self._row(OP_SWAP, op.in_shape, op.in_shape, 0,
+                    rows.append(self._row(_abi.OP_SWAP, op.in_shape, op.in_shape, 0,
                                           modes[-1], {}, {}))
                     modes[-2] = 0
                 assert modes[-1] == modes[-2] == want, "planner: inconsistent ADD modes"
@@ -283,24 +276,24 @@ class _Lowering:
                 todiag(op.in_shape)
                 modes[-1] = cur = 0
             assert cur == want, "planner: a diagonal state cannot be made full"
-            if c == OP_PUSH:
+            if c == _abi.OP_PUSH:
                 modes.append(cur)
                 out_mode = cur
-            elif c == OP_SWAP:
+            elif c == _abi.OP_SWAP:
                 modes[-1], modes[-2] = modes[-2], modes[-1]
                 out_mode = modes[-1]
                 # in: the old top (branch output); out: the new top (the shared input)
                 rows.append(self._row(c, op.in_shape, op.out_shape, cur, out_mode, {}, {}))
                 continue
-            elif c == OP_POP:
+            elif c == _abi.OP_POP:
                 modes.pop()
                 out_mode = modes[-1]
                 rows.append(self._row(c, op.in_shape, op.in_shape, cur, cur, {}, {}))
                 continue
-            elif c in (OP_DIAGSUM,):
+            elif c in (_abi.OP_DIAGSUM,):
                 out_mode = 0
                 modes[-1] = 0
-            elif c == OP_OUTPUT:
+            elif c == _abi.OP_OUTPUT:
                 out_mode = cur
             else:
                 out_mode = 0 if op.out_shape == (1, 1) else cur
@@ -309,23 +302,25 @@ class _Lowering:
         # the final output
         # the final output (validate() guarantees a single output position)
         assert len(modes) == 1 and modes[0] == 0, "planner: unbalanced stack"
-        rows.append(self._row(OP_OUTPUT, (1, 1), (1, 1), 0, 0, {8: self.n_taps}, {}))
-        ops = np.zeros((len(rows), N_INT), dtype=np.int64)
-        fops = np.zeros((len(rows), N_FLOAT), dtype=np.float64)
+        rows.append(self._row(_abi.OP_OUTPUT, (1, 1), (1, 1), 0, 0,
+                              {_abi.C_OUTPUT_SLOT: self.n_taps}, {}))
+        ops = np.zeros((len(rows), _abi.N_INT), dtype=np.int64)
+        fops = np.zeros((len(rows), _abi.N_FLOAT), dtype=np.float64)
         for k, (ir, fr) in enumerate(rows):
             ops[k] = ir
             fops[k] = fr
-        full_ops = int(sum(1 for ir, _ in rows if ir[5] == 1 and ir[0] not in (OP_TODIAG,)))
+        full_ops = int(sum(1 for ir, _ in rows
+                           if ir[_abi.C_MODE_IN] == 1 and ir[_abi.C_CODE] != _abi.OP_TODIAG))
         return ops, fops, full_ops
 
     @staticmethod
     def _row(code, in_shape, out_shape, mode_in, mode_out, ints, floats):
-        ir = np.zeros(N_INT, dtype=np.int64)
-        fr = np.zeros(N_FLOAT, dtype=np.float64)
-        ir[0] = code
-        ir[1], ir[2] = in_shape
-        ir[3], ir[4] = out_shape
-        ir[5], ir[6] = mode_in, mode_out
+        ir = np.zeros(_abi.N_INT, dtype=np.int64)
+        fr = np.zeros(_abi.N_FLOAT, dtype=np.float64)
+        ir[_abi.C_CODE] = code
+        ir[_abi.C_IN_H], ir[_abi.C_IN_W] = in_shape
+        ir[_abi.C_OUT_H], ir[_abi.C_OUT_W] = out_shape
+        ir[_abi.C_MODE_IN], ir[_abi.C_MODE_OUT] = mode_in, mode_out
         for col, v in ints.items():
             ir[col] = v
         for col, v in floats.items():

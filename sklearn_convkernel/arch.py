@@ -37,6 +37,8 @@ from typing import Tuple, Union
 
 import numpy as np
 
+from sklearn_convkernel import _abi
+
 __all__ = [
     "ArchitectureError",
     "Layer",
@@ -486,8 +488,8 @@ class Dense(Layer):
 class _Nonlinearity(Layer):
     """An entrywise nonlinearity; its dual activation is defined once, here.
 
-    A subclass gives its core function code ``_fn_code`` (``FN_*`` of
-    ``_ext/include/convkernel/core.hpp``), its dual ``_dual(rho)`` for the
+    A subclass gives its core function code ``_fn_code`` (``_abi.FN_*``, from
+    ``_ext/include/convkernel/abi.hpp``), its dual ``_dual(rho)`` for the
     oracle (dot-product kernels ``sqrt(Vx Vy) kappa(rho)``; :class:`Erf`
     overrides ``_oracle``) and its random features for finite networks
     (``_feature_map(a)`` of a standard normal ``a``, or ``_features``).
@@ -557,7 +559,7 @@ class ReLU(_Nonlinearity):
     No factor 2: use ``Conv(weight_var=2)`` for the He scaling.
     """
 
-    _fn_code = 0
+    _fn_code = _abi.FN_RELU
 
     def _dual(self, rho):
         # the normalised expectation E[relu(u) relu(v)] / sqrt(Vx Vy) (= kappa_1 / 2)
@@ -576,7 +578,7 @@ class Erf(_Nonlinearity):
     ``K' = (2/pi) arcsin(2 K / sqrt((1 + 2 Vx)(1 + 2 Vy)))``.
     """
 
-    _fn_code = 1
+    _fn_code = _abi.FN_ERF
 
     @staticmethod
     def _entrywise(K, T, vp, vq, coincident):
@@ -612,7 +614,7 @@ class ExpKernel(_Nonlinearity):
     def __post_init__(self):
         object.__setattr__(self, "sigma", _nonneg_float(self.sigma, "sigma", "ExpKernel", positive=True))
 
-    _fn_code = 2
+    _fn_code = _abi.FN_EXP
 
     def _core_params(self):
         return self._fn_code, 1, self.sigma
@@ -648,7 +650,7 @@ class ArcCosKernel(_Nonlinearity):
         return self.order == 1
 
     def _core_params(self):
-        return (3 if self.order == 0 else 4), 1, 1.0
+        return (_abi.FN_ARCCOS0 if self.order == 0 else _abi.FN_ARCCOS1), 1, 1.0
 
     def _dual(self, rho):
         theta = np.arccos(rho)
@@ -681,7 +683,7 @@ class PolyKernel(_Nonlinearity):
             )
         object.__setattr__(self, "degree", int(self.degree))
 
-    _fn_code = 5
+    _fn_code = _abi.FN_POLY
 
     def _core_params(self):
         return self._fn_code, self.degree, 1.0
@@ -701,7 +703,7 @@ class PolyKernel(_Nonlinearity):
 class LinearKernel(_Nonlinearity):
     """Homogeneous linear kernel ``kappa(rho) = rho`` (the identity map on K)."""
 
-    _fn_code = 6
+    _fn_code = _abi.FN_LINEAR
 
     def _dual(self, rho):
         return rho, np.ones_like(rho), 1.0, 1.0

@@ -12,7 +12,7 @@ from sklearn_convkernel import (
     KernelCache,
     conv_kernel,
 )
-from sklearn_convkernel import _plan
+from sklearn_convkernel import _abi, _plan
 from sklearn_convkernel._augment import FlipPlan, check_flip_equivariant
 from sklearn_convkernel._gram import compile_architecture, self_passes
 from sklearn_convkernel._reference import reference_gram
@@ -159,7 +159,7 @@ def _is_flip_equivariant(arch, shape, spatial):
     tf, _ = self_passes(prog, np.ascontiguousarray(_flip(X).reshape(2, -1)))
     flip_tx = tx.copy()
     for row in plan.ops:
-        if row[0] == _plan.OP_NONLIN:  # two H x W maps at the tape offset (core.hpp)
+        if row[0] == _abi.OP_NONLIN:  # two H x W maps at the tape offset (abi.hpp)
             h, w, off = row[1], row[2], row[9]
             flip_tx[:, off:off + 2 * h * w] = (
                 tx[:, off:off + 2 * h * w].reshape(2, 2, h, w)[..., ::-1].reshape(2, -1))

@@ -52,7 +52,7 @@ int check_program_impl(const Program& P, int64_t* max_depth, int64_t* max_size, 
             return err.fail(STATUS_BAD_PROGRAM, "op %lld: bad shape or mode", k);
         if (code == OP_INPUT) {
             if (k != 0) return err.fail(STATUS_BAD_PROGRAM, "op %lld: INPUT must come first", k);
-            if (oh != P.height || ow != P.width || r[C_P0] != P.channels)
+            if (oh != P.height || ow != P.width || r[C_INPUT_CHANNELS] != P.channels)
                 return err.fail(STATUS_BAD_PROGRAM, "INPUT shape does not match the program");
             stack.push_back({oh, ow, mo});
         } else {
@@ -64,7 +64,7 @@ int check_program_impl(const Program& P, int64_t* max_depth, int64_t* max_size, 
                                 "op %lld: input shape/mode does not match the stack top", k);
             switch (code) {
                 case OP_CONV: {
-                    for (int c = 8; c <= 13; ++c)
+                    for (int c : {C_CONV_KH, C_CONV_KW, C_CONV_SH, C_CONV_SW, C_CONV_DH, C_CONV_DW})
                         if (r[c] < 1) return err.fail(STATUS_BAD_PROGRAM, "op %lld: bad conv size", k);
                     if (mi != mo && !(oh == 1 && ow == 1 && mo == 0))
                         return err.fail(STATUS_BAD_PROGRAM, "op %lld: conv changes mode", k);
@@ -74,11 +74,11 @@ int check_program_impl(const Program& P, int64_t* max_depth, int64_t* max_size, 
                 case OP_NONLIN: {
                     if (ih != oh || iw != ow || mi != mo)
                         return err.fail(STATUS_BAD_PROGRAM, "op %lld: nonlinearity changes shape", k);
-                    if (r[C_P0] < FN_RELU || r[C_P0] > FN_LINEAR)
+                    if (r[C_NONLIN_FN] < 0 || r[C_NONLIN_FN] >= N_FN)
                         return err.fail(STATUS_BAD_PROGRAM, "op %lld: unknown nonlinearity", k);
-                    if (r[C_P0 + 1] < 0 || r[C_P0 + 1] + ih * iw > P.tape_len)
+                    if (r[C_NONLIN_TAPE] < 0 || r[C_NONLIN_TAPE] + TAPE_FACTORS * ih * iw > P.tape_len)
                         return err.fail(STATUS_BAD_PROGRAM, "op %lld: tape offset out of range", k);
-                    if (P.ntk && r[C_P0] == FN_ARCCOS0)
+                    if (P.ntk && r[C_NONLIN_FN] == FN_ARCCOS0)
                         return err.fail(STATUS_BAD_PROGRAM, "arc-cosine order 0 has no NTK");
                     break;
                 }
@@ -87,13 +87,13 @@ int check_program_impl(const Program& P, int64_t* max_depth, int64_t* max_size, 
                         return err.fail(STATUS_BAD_PROGRAM, "op %lld: pool cannot restore full mode", k);
                     if (mi != mo && !(oh == 1 && ow == 1 && mo == 0))
                         return err.fail(STATUS_BAD_PROGRAM, "op %lld: pool changes mode", k);
-                    int s = check_csr(P, r[8], r[9], oh, ih, err);
+                    int s = check_csr(P, r[C_POOL_H_PTR], r[C_POOL_H_IDX], oh, ih, err);
                     if (s) return s;
-                    s = check_csr(P, r[10], r[11], ow, iw, err);
+                    s = check_csr(P, r[C_POOL_W_PTR], r[C_POOL_W_IDX], ow, iw, err);
                     if (s) return s;
                     if (mi == 0) {  // diagonal mode needs at most one tap per output row
                         for (int ax = 0; ax < 2; ++ax) {
-                            const int64_t* ptr = P.blob_i + r[8 + 2 * ax];
+                            const int64_t* ptr = P.blob_i + r[ax ? C_POOL_W_PTR : C_POOL_H_PTR];
                             int64_t n = ax ? ow : oh;
                             for (int64_t a = 0; a < n; ++a)
                                 if (ptr[a + 1] - ptr[a] > 1)
@@ -108,7 +108,7 @@ int check_program_impl(const Program& P, int64_t* max_depth, int64_t* max_size, 
                     if (oh != 1 || ow != 1 || mo != 0)
                         return err.fail(STATUS_BAD_PROGRAM, "op %lld: SHIFTSUM must give 1x1", k);
                     for (int ax = 0; ax < 2; ++ax) {
-                        const int64_t n = ax ? iw : ih, off = r[C_P0 + ax], len = 2 * n - 1;
+                        const int64_t n = ax ? iw : ih, off = r[ax ? C_SHIFTSUM_W_WEIGHTS : C_SHIFTSUM_H_WEIGHTS], len = 2 * n - 1;
                         if (off < 0 || off + len > P.n_blob_f)
                             return err.fail(STATUS_BAD_PROGRAM, "op %lld: shift weights out of range", k);
                         const double* w = P.blob_f + off;
@@ -161,7 +161,7 @@ int check_program_impl(const Program& P, int64_t* max_depth, int64_t* max_size, 
                     stack.pop_back();
                     break;
                 case OP_OUTPUT: {
-                    int64_t slot = r[C_P0];
+                    int64_t slot = r[C_OUTPUT_SLOT];
                     if (ih != 1 || iw != 1)
                         return err.fail(STATUS_BAD_PROGRAM, "op %lld: OUTPUT of a non-1x1 map", k);
                     if (slot < 0 || slot >= P.n_outputs)

@@ -54,7 +54,25 @@ Variant best_variant() {
 #define CK_DISPATCH(fn, ...) generic::fn(__VA_ARGS__)
 #endif
 
+#define CK_ABI_OP(NAME, V) {"op", "OP_" #NAME, V},
+#define CK_ABI_FN(NAME, V) {"fn", "FN_" #NAME, V},
+#define CK_ABI_STATUS(NAME, V) {"status", "STATUS_" #NAME, V},
+#define CK_ABI_SIZE(NAME, V) {"size", #NAME, V},
+#define CK_ABI_COMMON(NAME, V) {"column", "C_" #NAME, V},
+#define CK_ABI_INT(OP, NAME, V) {"column", "C_" #OP "_" #NAME, V},
+#define CK_ABI_FLOAT(OP, NAME, V) {"fcolumn", "F_" #OP "_" #NAME, V},
+const AbiEntry kAbiTable[] = {
+    CK_OP_CODES(CK_ABI_OP) CK_FN_CODES(CK_ABI_FN) CK_STATUS_CODES(CK_ABI_STATUS)
+    CK_SIZES(CK_ABI_SIZE) CK_COMMON_COLUMNS(CK_ABI_COMMON) CK_INT_COLUMNS(CK_ABI_INT)
+    CK_FLOAT_COLUMNS(CK_ABI_FLOAT)
+};
+
 extern "C" {
+
+const AbiEntry* ck_abi(int64_t* n) {
+    *n = (int64_t)(sizeof kAbiTable / sizeof kAbiTable[0]);
+    return kAbiTable;
+}
 
 const char* ck_simd_variant(void) {
     static const char* names[] = {"generic", "avx2", "avx512"};

@@ -325,6 +325,13 @@ CK_INLINE void nonlin_row(T* __restrict K, T* __restrict Th, int64_t n, const T*
     }
 }
 
+// The parameter p of a NONLIN row's dual activation: 1 / sigma^2 for exp
+// (exp((rho - 1) p)), the degree for poly (rho^p), unused otherwise.
+inline double nonlin_param(const int64_t* r, const double* f) {
+    return r[C_NONLIN_FN] == FN_EXP ? 1.0 / (f[F_NONLIN_SIGMA] * f[F_NONLIN_SIGMA])
+                                    : (double)r[C_NONLIN_DEGREE];
+}
+
 // Calls f(std::integral_constant<int, FN>{}) for the nonlinearity code fn, so
 // that templated row loops are instantiated once per nonlinearity.
 template <class F>
@@ -646,8 +653,8 @@ class Engine {
                     if (!std::isfinite((double)v))
                         return err.fail(STATUS_NOT_FINITE,
                                         "kernel output %lld is not finite (check the input "
-                                        "images for NaN/inf or overflow)", r[C_P0]);
-                    out[r[C_P0]] = v;
+                                        "images for NaN/inf or overflow)", r[C_OUTPUT_SLOT]);
+                    out[r[C_OUTPUT_SLOT]] = v;
                     break;
                 }
                 default: return err.fail(STATUS_BAD_PROGRAM, "unknown op");
@@ -687,8 +694,8 @@ class Engine {
         if (r[C_CODE] == OP_SHIFTSUM) {  // weights by displacement
             Reduction red;
             red.disp = true;
-            const double* wh = P_.blob_f + r[C_P0];
-            const double* ww = P_.blob_f + r[C_P0 + 1];
+            const double* wh = P_.blob_f + r[C_SHIFTSUM_H_WEIGHTS];
+            const double* ww = P_.blob_f + r[C_SHIFTSUM_W_WEIGHTS];
             red.hw.assign(wh, wh + (2 * H - 1));
             red.ww.assign(ww, ww + (2 * W - 1));
             slot_[(size_t)k] = (int64_t)reds_.size();
@@ -697,12 +704,12 @@ class Engine {
             chain_.push_back(k);
             return;
         }
-        const int64_t* hp = P_.blob_i + r[8];
-        const int64_t* hi = P_.blob_i + r[9];
-        const double* hv = P_.blob_f + r[9];
-        const int64_t* wp = P_.blob_i + r[10];
-        const int64_t* wi = P_.blob_i + r[11];
-        const double* wv = P_.blob_f + r[11];
+        const int64_t* hp = P_.blob_i + r[C_POOL_H_PTR];
+        const int64_t* hi = P_.blob_i + r[C_POOL_H_IDX];
+        const double* hv = P_.blob_f + r[C_POOL_H_IDX];
+        const int64_t* wp = P_.blob_i + r[C_POOL_W_PTR];
+        const int64_t* wi = P_.blob_i + r[C_POOL_W_IDX];
+        const double* wv = P_.blob_f + r[C_POOL_W_IDX];
         Reduction red;
         red.hw.assign((size_t)H, 0.0);
         red.ww.assign((size_t)W, 0.0);
@@ -728,8 +735,9 @@ class Engine {
             const int64_t code = r[C_CODE];
             if (code == OP_CONV) {
                 if (r[C_MODE_IN] != 1 || r[C_MODE_OUT] != 1 || r[C_IN_H] != H || r[C_IN_W] != W ||
-                    r[C_OUT_H] != H || r[C_OUT_W] != W || r[10] != 1 || r[11] != 1 || r[16] != 0 ||
-                    r[17] != 0 || r[8] > kMaxTaps || r[9] > kMaxTaps)
+                    r[C_OUT_H] != H || r[C_OUT_W] != W || r[C_CONV_SH] != 1 || r[C_CONV_SW] != 1 ||
+                    r[C_CONV_CIRC_H] != 0 || r[C_CONV_CIRC_W] != 0 || r[C_CONV_KH] > kMaxTaps ||
+                    r[C_CONV_KW] > kMaxTaps)
                     break;
                 role_[(size_t)k] = R_SKIP;
                 chain_.push_back(k);
@@ -812,7 +820,7 @@ class Engine {
     const ConvAxis* slab_axis(size_t ci, int64_t h, const int64_t* r) {
         const int64_t H = op_row(P_, 0)[C_OUT_H];
         ConvAxis& a = saxes_[ci * (size_t)(H + 1) + (size_t)h];
-        if (a.k == 0) a.set(h, h, r[8], 1, r[12], r[14], false);
+        if (a.k == 0) a.set(h, h, r[C_CONV_KH], 1, r[C_CONV_DH], r[C_CONV_PAD_H], false);
         return &a;
     }
 
@@ -883,9 +891,9 @@ class Engine {
     // Returns false on a non-finite self-variance.
     bool slab_compute(const T* x, const T* y, const T* tx, const T* ty, T* tape_rec, bool self) {
         const int64_t* r0 = op_row(P_, 0);
-        const int64_t H = r0[C_OUT_H], W = r0[C_OUT_W], C = r0[C_P0], HW = H * W;
+        const int64_t H = r0[C_OUT_H], W = r0[C_OUT_W], C = r0[C_INPUT_CHANNELS], HW = H * W;
         const int64_t blk = W * W;
-        const T scale = (T)fop_row(P_, 0)[0];
+        const T scale = (T)fop_row(P_, 0)[F_INPUT_SCALE];
         std::fill(accK_.begin(), accK_.end(), 0.0);
         std::fill(accT_.begin(), accT_.end(), 0.0);
         // channel-major copy of y: contiguous rows for the input blocks
@@ -928,14 +936,14 @@ class Engine {
                 const int64_t code = r[C_CODE];
                 if (code == OP_CONV) {
                     ConvAxis* ax = axes_.data() + 2 * k;
-                    if (ax[1].k == 0) ax[1].set(W, W, r[9], 1, r[13], r[15], false);
+                    if (ax[1].k == 0) ax[1].set(W, W, r[C_CONV_KW], 1, r[C_CONV_DW], r[C_CONV_PAD_W], false);
                     cw_ = ax + 1;
                     ch_ = slab_axis(ci, h, r);
                     conv_pad_layout(W);
                     tmp_.resize((size_t)blk);
-                    const T c = (T)(f[0] / (double)(r[8] * r[9]));
-                    const T b = (T)f[1];
-                    const bool trainable = r[18] != 0;
+                    const T c = (T)(f[F_CONV_WEIGHT_VAR] / (double)(r[C_CONV_KH] * r[C_CONV_KW]));
+                    const T b = (T)f[F_CONV_BIAS_VAR];
+                    const bool trainable = r[C_CONV_TRAINABLE] != 0;
                     // a following nonlinearity is applied to each block while in cache
                     const int64_t* rn = ci + 1 < chain_.size() ? op_row(P_, chain_[ci + 1]) : nullptr;
                     const bool fuse = rn && rn[C_CODE] == OP_NONLIN && !record;
@@ -959,8 +967,8 @@ class Engine {
                         }
                         if (fuse) {
                             const double* fn_f = fop_row(P_, chain_[ci + 1]);
-                            const int64_t fn = rn[C_P0], off = rn[C_P0 + 1];
-                            const double p = fn == FN_EXP ? 1.0 / (fn_f[0] * fn_f[0]) : (double)rn[C_P0 + 2];
+                            const int64_t fn = rn[C_NONLIN_FN], off = rn[C_NONLIN_TAPE];
+                            const double p = nonlin_param(rn, fn_f);
                             const int64_t i = i0 + a, i2 = i + di;
                             slab_nonlin_block(fn, oK, oT, W, tx + off + i * W, tx + off + HW + i * W,
                                               ty + off + i2 * W, ty + off + HW + i2 * W, p);
@@ -974,8 +982,8 @@ class Engine {
                     }
                     if (fuse) ++ci;
                 } else if (code == OP_NONLIN) {  // not fused with the conv before it
-                    const int64_t fn = r[C_P0], off = r[C_P0 + 1];
-                    const double p = fn == FN_EXP ? 1.0 / (f[0] * f[0]) : (double)r[C_P0 + 2];
+                    const int64_t fn = r[C_NONLIN_FN], off = r[C_NONLIN_TAPE];
+                    const double p = nonlin_param(r, f);
                     if (record) {
                         if (!slab_self_nonlin(fn, p, off, K, Th, H, W, tape_rec)) return false;
                         continue;
@@ -1095,7 +1103,8 @@ class Engine {
     const ConvAxis* disp_axis(size_t ci, int axis, int64_t n, const int64_t* r) {
         const int64_t H = op_row(P_, 0)[C_OUT_H], W = op_row(P_, 0)[C_OUT_W];
         ConvAxis& a = daxes_[ci * (size_t)(H + W + 2) + (axis ? (size_t)(H + 1 + n) : (size_t)n)];
-        if (a.k == 0) a.set(n, n, r[8 + axis], 1, r[12 + axis], r[14 + axis], false);
+        if (a.k == 0) a.set(n, n, r[axis ? C_CONV_KW : C_CONV_KH], 1, r[axis ? C_CONV_DW : C_CONV_DH],
+                           r[axis ? C_CONV_PAD_W : C_CONV_PAD_H], false);
         return &a;
     }
 
@@ -1124,8 +1133,8 @@ class Engine {
 
     bool disp_compute(const T* x, const T* y, const T* tx, const T* ty, T* tape_rec, bool self) {
         const int64_t* r0 = op_row(P_, 0);
-        const int64_t H = r0[C_OUT_H], W = r0[C_OUT_W], C = r0[C_P0], HW = H * W;
-        const T scale = (T)fop_row(P_, 0)[0];
+        const int64_t H = r0[C_OUT_H], W = r0[C_OUT_W], C = r0[C_INPUT_CHANNELS], HW = H * W;
+        const T scale = (T)fop_row(P_, 0)[F_INPUT_SCALE];
         std::fill(accK_.begin(), accK_.end(), 0.0);
         std::fill(accT_.begin(), accT_.end(), 0.0);
         for (const auto& d : dlist_) {
@@ -1160,21 +1169,21 @@ class Engine {
                 if (code == OP_CONV) {
                     ch_ = disp_axis(ci, 0, h, r);
                     cw_ = disp_axis(ci, 1, w, r);
-                    const T c = (T)(f[0] / (double)(r[8] * r[9]));
+                    const T c = (T)(f[F_CONV_WEIGHT_VAR] / (double)(r[C_CONV_KH] * r[C_CONV_KW]));
                     nK_.resize((size_t)n);
-                    conv_diag(K, nK_.data(), h, w, c, (T)f[1]);
+                    conv_diag(K, nK_.data(), h, w, c, (T)f[F_CONV_BIAS_VAR]);
                     sK_.swap(nK_);
                     K = sK_.data();
                     if (ntk_) {
                         nT_.resize((size_t)n);
                         conv_diag(Th, nT_.data(), h, w, c, T(0));
-                        if (r[18] != 0) add_to(K, nT_.data(), n);
+                        if (r[C_CONV_TRAINABLE] != 0) add_to(K, nT_.data(), n);
                         sT_.swap(nT_);
                         Th = sT_.data();
                     }
                 } else if (code == OP_NONLIN) {
-                    const int64_t fn = r[C_P0], off = r[C_P0 + 1];
-                    const double p = fn == FN_EXP ? 1.0 / (f[0] * f[0]) : (double)r[C_P0 + 2];
+                    const int64_t fn = r[C_NONLIN_FN], off = r[C_NONLIN_TAPE];
+                    const double p = nonlin_param(r, f);
                     if (record) {
                         if (!disp_self_nonlin(fn, p, off, K, Th, HW, tape_rec)) return false;
                         continue;
@@ -1247,8 +1256,8 @@ class Engine {
     }
 
     void op_input(const int64_t* r, const double* f, const T* x, const T* y) {
-        const int64_t H = r[C_OUT_H], W = r[C_OUT_W], C = r[C_P0];
-        const T scale = (T)f[0];
+        const int64_t H = r[C_OUT_H], W = r[C_OUT_W], C = r[C_INPUT_CHANNELS];
+        const T scale = (T)f[F_INPUT_SCALE];
         sp_ = 1;
         State<T>& s = top();
         resize(s, H, W, (int)r[C_MODE_OUT]);
@@ -1478,18 +1487,18 @@ class Engine {
                  const T* tape_y = nullptr) {
         State<T>& s = top();
         const int64_t H = r[C_IN_H], W = r[C_IN_W], Ho = r[C_OUT_H], Wo = r[C_OUT_W];
-        const int64_t kh = r[8], kw = r[9];
+        const int64_t kh = r[C_CONV_KH], kw = r[C_CONV_KW];
         // the axis tables of each conv op are built once per engine (per tile)
         ConvAxis* ax = axes_.data() + 2 * op;
         if (ax[0].k == 0) {
-            ax[0].set(H, Ho, kh, r[10], r[12], r[14], r[16] != 0);
-            ax[1].set(W, Wo, kw, r[11], r[13], r[15], r[17] != 0);
+            ax[0].set(H, Ho, kh, r[C_CONV_SH], r[C_CONV_DH], r[C_CONV_PAD_H], r[C_CONV_CIRC_H] != 0);
+            ax[1].set(W, Wo, kw, r[C_CONV_SW], r[C_CONV_DW], r[C_CONV_PAD_W], r[C_CONV_CIRC_W] != 0);
         }
         ch_ = ax;
         cw_ = ax + 1;
-        const bool trainable = r[18] != 0;
-        const T c = (T)(f[0] / (double)(kh * kw));
-        const T b = (T)f[1];
+        const bool trainable = r[C_CONV_TRAINABLE] != 0;
+        const T c = (T)(f[F_CONV_WEIGHT_VAR] / (double)(kh * kw));
+        const T b = (T)f[F_CONV_BIAS_VAR];
         const bool full = s.full != 0;
         const int64_t n_out = full ? Ho * Ho * Wo * Wo : Ho * Wo;
         bufK_.resize((size_t)n_out);
@@ -1498,8 +1507,8 @@ class Engine {
             tmp_.resize((size_t)(W * W));
             if (cw_->contiguous && cw_->k <= kMaxTaps) conv_pad_layout(W);
             if (nl) {
-                const int64_t HW = Ho * Wo, off = nl[C_P0 + 1], fn = nl[C_P0];
-                const double p = fn == FN_EXP ? 1.0 / (nlf[0] * nlf[0]) : (double)nl[C_P0 + 2];
+                const int64_t HW = Ho * Wo, off = nl[C_NONLIN_TAPE], fn = nl[C_NONLIN_FN];
+                const double p = nonlin_param(nl, nlf);
                 const T* ix = tape_x + off;
                 const T* iy = tape_y + off;
                 Nl q{ix, ix + HW, iy, iy + HW, p};
@@ -1596,9 +1605,9 @@ class Engine {
                    T* tape_rec, bool self) {
         State<T>& s = top();
         const int64_t H = s.h, W = s.w, HW = H * W;
-        const int64_t off = r[C_P0 + 1];
-        const int64_t fn = r[C_P0];
-        const double p = fn == FN_EXP ? 1.0 / (f[0] * f[0]) : (double)r[C_P0 + 2];
+        const int64_t off = r[C_NONLIN_TAPE];
+        const int64_t fn = r[C_NONLIN_FN];
+        const double p = nonlin_param(r, f);
         T* K = s.K.data();
         T* Th = ntk_ ? s.Th.data() : nullptr;
         if (self) {
@@ -1649,12 +1658,12 @@ class Engine {
     // P M P^T with separable CSR matrices, full mode; or the diagonal rule.
     void pool_apply(const int64_t* r, const T* src, T* dst, bool full, int64_t H, int64_t W,
                     int64_t Ho, int64_t Wo) {
-        const int64_t* hp = P_.blob_i + r[8];
-        const int64_t* hi = P_.blob_i + r[9];
-        const double* hv = P_.blob_f + r[9];
-        const int64_t* wp = P_.blob_i + r[10];
-        const int64_t* wi = P_.blob_i + r[11];
-        const double* wv = P_.blob_f + r[11];
+        const int64_t* hp = P_.blob_i + r[C_POOL_H_PTR];
+        const int64_t* hi = P_.blob_i + r[C_POOL_H_IDX];
+        const double* hv = P_.blob_f + r[C_POOL_H_IDX];
+        const int64_t* wp = P_.blob_i + r[C_POOL_W_PTR];
+        const int64_t* wi = P_.blob_i + r[C_POOL_W_IDX];
+        const double* wv = P_.blob_f + r[C_POOL_W_IDX];
         if (!full) {  // each output row has at most one tap: K'[a,b] = ph^2 pw^2 K[i,j]
             std::fill(dst, dst + Ho * Wo, T(0));
             for (int64_t a = 0; a < Ho; ++a)
@@ -1739,8 +1748,8 @@ class Engine {
 
     void op_diagsum(const double* f) {
         State<T>& s = top();
-        const double kv = f[0] * diag_sum(s.K, s);
-        const double tv = ntk_ ? f[0] * diag_sum(s.Th, s) : 0.0;
+        const double kv = f[F_DIAGSUM_SCALE] * diag_sum(s.K, s);
+        const double tv = ntk_ ? f[F_DIAGSUM_SCALE] * diag_sum(s.Th, s) : 0.0;
         resize(s, 1, 1, 0);
         s.K[0] = (T)kv;
         if (ntk_) s.Th[0] = (T)tv;
@@ -1771,8 +1780,8 @@ class Engine {
 
     void op_shiftsum(const int64_t* r) {
         State<T>& s = top();
-        const double* wh = P_.blob_f + r[C_P0];
-        const double* ww = P_.blob_f + r[C_P0 + 1];
+        const double* wh = P_.blob_f + r[C_SHIFTSUM_H_WEIGHTS];
+        const double* ww = P_.blob_f + r[C_SHIFTSUM_W_WEIGHTS];
         const double kv = shift_sum(s.K, s, wh, ww);
         const double tv = ntk_ ? shift_sum(s.Th, s, wh, ww) : 0.0;
         resize(s, 1, 1, 0);

@@ -21,55 +21,37 @@
 
 #include <cstdint>
 
+#include "convkernel/abi.hpp"
+
 namespace convkernel {
 
-enum Status : int {
-    STATUS_OK = 0,
-    STATUS_BAD_PROGRAM = 1,   // malformed op list (a bug in the planner)
-    STATUS_BAD_ARGUMENT = 2,  // inconsistent sizes passed by the caller
-    STATUS_NOT_FINITE = 3,    // a kernel value came out NaN or infinite
-    STATUS_NO_MEMORY = 4,     // allocation failed
-};
+// The enums below are generated from the lists of abi.hpp (the one
+// definition of codes and columns, also read by Python).
+#define CK_ENUM_ENTRY(NAME, VALUE) NAME = VALUE,
+#define CK_STATUS_ENTRY(NAME, VALUE) STATUS_##NAME = VALUE,
+#define CK_OP_ENTRY(NAME, VALUE) OP_##NAME = VALUE,
+#define CK_FN_ENTRY(NAME, VALUE) FN_##NAME = VALUE,
+#define CK_FN_COUNT(NAME, VALUE) +1
+#define CK_COMMON_ENTRY(NAME, COL) C_##NAME = COL,
+#define CK_INT_ENTRY(OP, NAME, COL) C_##OP##_##NAME = COL,
+#define CK_FLOAT_ENTRY(OP, NAME, COL) F_##OP##_##NAME = COL,
 
-// Operation codes (column 0 of an op row).  Keep in sync with _plan.py.
-enum OpCode : int64_t {
-    OP_INPUT = 0,    // K = scale * sum_c x_c(p) y_c(q); Theta = 0
-    OP_CONV = 1,     // window mean with shared offsets, * w + b (+ K' on Theta)
-    OP_NONLIN = 2,   // entrywise nonlinearity using the tapes' self-variances
-    OP_POOL = 3,     // K' = P K P^T, P separable (CSR matrices in the blobs)
-    OP_DIAGSUM = 4,  // scale * sum_p K[p, p]  -> 1x1
-    OP_TODIAG = 5,   // keep only the spatial diagonal
-    OP_PUSH = 6,     // duplicate the top state
-    OP_SWAP = 7,     // swap the two top states
-    OP_ADD = 8,      // pop the top state and add it to the new top
-    OP_POP = 9,      // discard the top state
-    OP_OUTPUT = 10,  // record the (1x1) top state as output number `slot`
-    OP_SHIFTSUM = 11,  // sum_{p,q} wh[q_h - p_h] ww[q_w - p_w] K[p, q] -> 1x1
-                       // (displacement weights in blob_f at columns 8, 9;
-                       // lengths 2H-1 and 2W-1, symmetric)
-};
+enum Status : int { CK_STATUS_CODES(CK_STATUS_ENTRY) };
 
-// Nonlinearity codes (column 8 of an OP_NONLIN row).
-enum NonlinCode : int64_t {
-    FN_RELU = 0,
-    FN_ERF = 1,
-    FN_EXP = 2,
-    FN_ARCCOS0 = 3,
-    FN_ARCCOS1 = 4,
-    FN_POLY = 5,
-    FN_LINEAR = 6,
-};
+// Operation codes (column C_CODE of an op row).
+enum OpCode : int64_t { CK_OP_CODES(CK_OP_ENTRY) };
 
-// Row widths of the integer and float op tables.
-constexpr int N_INT = 20;
-constexpr int N_FLOAT = 4;
+// Nonlinearity codes (column C_NONLIN_FN of a NONLIN row), 0 .. N_FN - 1.
+enum NonlinCode : int64_t { CK_FN_CODES(CK_FN_ENTRY) };
+constexpr int64_t N_FN = 0 CK_FN_CODES(CK_FN_COUNT);
 
-// Integer columns common to every op.
-enum Col : int {
-    C_CODE = 0, C_IN_H = 1, C_IN_W = 2, C_OUT_H = 3, C_OUT_W = 4,
-    C_MODE_IN = 5, C_MODE_OUT = 6,  // 1 = full tensor, 0 = diagonal only
-    C_P0 = 8,                       // first op-specific column
-};
+// Row widths of the integer and float op tables; tape factors per position.
+enum Size : int { CK_SIZES(CK_ENUM_ENTRY) };
+
+// Integer columns: common to every op (C_CODE .. C_MODE_OUT), then each op's
+// named parameters (C_CONV_KH, C_NONLIN_FN, ...); float columns F_<OP>_<NAME>.
+enum Col : int { CK_COMMON_COLUMNS(CK_COMMON_ENTRY) CK_INT_COLUMNS(CK_INT_ENTRY) };
+enum FCol : int { CK_FLOAT_COLUMNS(CK_FLOAT_ENTRY) };
 
 struct Program {
     const int64_t* ops;     // n_ops x N_INT
@@ -85,7 +67,19 @@ struct Program {
     int32_t ntk;            // 1: propagate Theta and output it; 0: output K
 };
 
+// One named constant of the ABI, for the Python binding: group ("op", "fn",
+// "status", "size", "column", "fcolumn"), the name as spelled above
+// ("OP_CONV", "C_CONV_KH", ...) and its value.
+struct AbiEntry {
+    const char* group;
+    const char* name;
+    int64_t value;
+};
+
 extern "C" {
+
+// Every constant of abi.hpp; *n receives their number.
+const AbiEntry* ck_abi(int64_t* n);
 
 // Name of the engine variant used on this CPU ("avx2" or "generic").
 const char* ck_simd_variant(void);
