@@ -496,6 +496,27 @@ def check_features(F, owner):
     return F
 
 
+class _CKNNetworkMixin:
+    """Fitting the network of an estimator with :class:`CKNFeatures`' network parameters."""
+
+    def _fit_network(self, layers, specs, X, rng):
+        """Learn every layer's anchors on the training rows X (or a random part of them).
+
+        ``layers, specs`` come from :func:`build_layers`; the images are drawn
+        from ``rng`` (the same draws in every estimator for one
+        ``random_state``).  Sets ``layers_``, ``subsamplings_`` and ``ckn_model_``.
+        """
+        n = X.shape[0]
+        m = images_for_anchors(layers, n, self.n_patches)
+        idx = np.sort(rng.choice(n, size=m, replace=False)) if m < n else np.arange(n)
+        with blas_limit():
+            fit_anchors(layers, X[idx].reshape((-1,) + self.image_shape_), self.n_patches,
+                        self.kmeans_iter, self.regularization, rng, self.batch_size)
+        self.layers_ = layers
+        self.subsamplings_ = tuple(spec[2] for spec in specs)
+        self.ckn_model_ = ckn_model(specs)
+
+
 PER_LAYER_INT = [Interval(Integral, 1, None, closed="left"), tuple, list]
 
 CKN_NETWORK_CONSTRAINTS = {
@@ -516,7 +537,8 @@ CKN_NETWORK_CONSTRAINTS = {
 }
 
 
-class CKNFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class CKNFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _CKNNetworkMixin,
+                  BaseEstimator):
     """Nyström feature maps of a convolutional kernel network (unsupervised CKN).
 
     ``fit`` learns, layer by layer, anchor points by spherical k-means on
@@ -652,17 +674,7 @@ class CKNFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         layers, specs = build_layers(layer_specs(self), self.image_shape_)
         dtype = X.dtype.type
         check_magnitude(X, layers, type(self).__name__, dtype)
-        rng = check_random_state(self.random_state)
-        n = X.shape[0]
-        m = images_for_anchors(layers, n, self.n_patches)
-        idx = np.sort(rng.choice(n, size=m, replace=False)) if m < n else np.arange(n)
-        X4 = X[idx].reshape((-1,) + self.image_shape_).astype(dtype, copy=False)
-        with blas_limit():
-            fit_anchors(layers, X4, self.n_patches, self.kmeans_iter, self.regularization,
-                        rng, self.batch_size)
-        self.layers_ = layers
-        self.subsamplings_ = tuple(spec[2] for spec in specs)
-        self.ckn_model_ = ckn_model(specs)
+        self._fit_network(layers, specs, X, check_random_state(self.random_state))
         from sklearn_convkernel.presets import from_ckn_kernel
 
         self.architecture_ = from_ckn_kernel(self.ckn_model_)

@@ -60,11 +60,9 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted, c
 from sklearn_convkernel._base import validate_images
 from sklearn_convkernel._nystrom import (
     CKN_NETWORK_CONSTRAINTS,
+    _CKNNetworkMixin,
     build_layers,
-    ckn_model,
     extract_patches,
-    fit_anchors,
-    images_for_anchors,
     inv_sqrt_psd,
     kappa,
     kappa_prime,
@@ -239,7 +237,7 @@ class _Adam:
 # ---------------------------------------------------------------------------
 
 
-class SupervisedCKNClassifier(ClassifierMixin, BaseEstimator):
+class SupervisedCKNClassifier(ClassifierMixin, _CKNNetworkMixin, BaseEstimator):
     """Supervised convolutional kernel network: anchors trained for a ridge read-out.
 
     The network is that of :class:`~sklearn_convkernel.CKNFeatures` (same
@@ -488,21 +486,10 @@ class SupervisedCKNClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"{owner}: alphas must be a non-empty sequence of positive "
                              f"numbers, got {self.alphas!r}.")
         layers, specs = build_layers(layer_specs(self), self.image_shape_)
-        self.subsamplings_ = tuple(spec[2] for spec in specs)
         rng = check_random_state(self.random_state)
-        dtype = self._dtype()
-        n = X.shape[0]
-        X4 = X.reshape((-1,) + self.image_shape_)
         t0 = time.perf_counter()
-        # the same draws as CKNFeatures.fit with this random_state
-        m = images_for_anchors(layers, n, self.n_patches)
-        idx = np.sort(rng.choice(n, size=m, replace=False)) if m < n else np.arange(n)
-        with blas_limit():
-            fit_anchors(layers, X4[idx].astype(dtype, copy=False), self.n_patches,
-                        self.kmeans_iter, self.regularization, rng, self.batch_size)
-        self.layers_ = layers
-        self._train(X4, codes, alphas, rng, t0)
-        self.ckn_model_ = ckn_model(specs)
+        self._fit_network(layers, specs, X, rng)  # the warm start's anchors, as CKNFeatures
+        self._train(X.reshape((-1,) + self.image_shape_), codes, alphas, rng, t0)
         return self
 
     def _split(self, codes, rng):
