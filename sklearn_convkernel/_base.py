@@ -12,6 +12,7 @@ import functools
 import math
 
 import numpy as np
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import validate_data
 
 from sklearn_convkernel import arch as A
@@ -247,6 +248,22 @@ def validate_images(est, X, reset, dtype=None):
             f"images of shape {est.image_shape_}."
         )
     return X
+
+
+def fit_classes(est, y):
+    """Set ``est.classes_`` from the 1-D classification targets y; returns their codes.
+
+    Refuses targets that are not classes, or of a single class (a classifier
+    needs two).
+    """
+    check_classification_targets(y)
+    est.classes_, codes = np.unique(y, return_inverse=True)
+    if len(est.classes_) < 2:
+        raise ValueError(
+            f"{type(est).__name__} needs samples of at least 2 classes in the data, but the "
+            f"data contains only one class: {est.classes_[0]!r}."
+        )
+    return codes
 
 
 class ImageInputMixin:

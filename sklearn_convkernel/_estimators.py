@@ -29,12 +29,11 @@ from scipy import linalg
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.exceptions import DataConversionWarning
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
 from sklearn_convkernel import _ckn
 from sklearn_convkernel import arch as A
-from sklearn_convkernel._base import ImageInputMixin, KernelComputer, resolve_dtype
+from sklearn_convkernel._base import ImageInputMixin, KernelComputer, fit_classes, resolve_dtype
 from sklearn_convkernel._cache import CacheParamMixin
 from sklearn_convkernel._parallel import blas_limit
 from sklearn_convkernel._params import COMMON_CONSTRAINTS
@@ -450,13 +449,7 @@ class _ClassifierBase(ClassifierMixin, _ConvKernelRidge):
                 y = y.ravel()
             else:
                 raise ValueError(f"y must have shape (n_samples,), got {y.shape}.")
-        check_classification_targets(y)
-        self.classes_, codes = np.unique(y, return_inverse=True)
-        if len(self.classes_) < 2:
-            raise ValueError(
-                f"{type(self).__name__} needs samples of at least 2 classes in the data, "
-                f"but the data contains only one class: {self.classes_[0]!r}."
-            )
+        codes = fit_classes(self, y)
         Y = np.zeros((len(y), len(self.classes_)))
         Y[np.arange(len(y)), codes] = 1.0
         return self._fit_targets(X, Y)

@@ -54,10 +54,9 @@ from sklearn.linear_model import RidgeCV
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
 
-from sklearn_convkernel._base import validate_images
+from sklearn_convkernel._base import fit_classes, validate_images
 from sklearn_convkernel._nystrom import (
     CKN_NETWORK_CONSTRAINTS,
     _CKNNetworkMixin,
@@ -474,13 +473,7 @@ class SupervisedCKNClassifier(ClassifierMixin, _CKNNetworkMixin, BaseEstimator):
         X = validate_images(self, X, reset=True, dtype=self.dtype)
         y = column_or_1d(y, warn=True)
         check_consistent_length(X, y)
-        check_classification_targets(y)
-        self.classes_, codes = np.unique(y, return_inverse=True)
-        if len(self.classes_) < 2:
-            raise ValueError(
-                f"{owner} needs samples of at least 2 classes in the data, but the data "
-                f"contains only one class: {self.classes_[0]!r}."
-            )
+        codes = fit_classes(self, y)
         alphas = np.atleast_1d(np.asarray(self.alphas, dtype=float))
         if alphas.ndim != 1 or alphas.size == 0 or not np.all(alphas > 0):
             raise ValueError(f"{owner}: alphas must be a non-empty sequence of positive "
