@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from sklearn_convkernel import arch as A
 from sklearn_convkernel._augment import FlipPlan, check_augment
@@ -272,6 +272,11 @@ class ImageInputMixin:
     def _validate_images(self, X, reset):
         """Flat rows (n, H*W*C) of the estimator's dtype; see :func:`validate_images`."""
         return validate_images(self, X, reset, self.dtype)
+
+    def _validate_fitted_images(self, X):
+        """Flat rows of X for a fitted estimator: ``check_is_fitted``, then ``image_shape_``."""
+        check_is_fitted(self)
+        return self._validate_images(X, reset=False)
 
 
 def check_architecture(architecture, owner):

@@ -19,7 +19,6 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
 
 from sklearn_convkernel import arch as A
 from sklearn_convkernel._base import ImageInputMixin, resolve_dtype
@@ -247,6 +246,5 @@ class ConvNystroem(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ImageInput
         -------
         F : ndarray of shape (n_samples, n_components)
         """
-        check_is_fitted(self)
-        Xf = self._validate_images(X, reset=False)
+        Xf = self._validate_fitted_images(X)
         return self._kernel(Xf, self.components_) @ self.normalization_

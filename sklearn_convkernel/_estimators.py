@@ -29,7 +29,6 @@ from scipy import linalg
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.exceptions import DataConversionWarning
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
 
 from sklearn_convkernel import _ckn
 from sklearn_convkernel import arch as A
@@ -368,8 +367,7 @@ class _ConvKernelRidge(CacheParamMixin, ImageInputMixin, BaseEstimator):
         return self
 
     def _decision(self, X):
-        check_is_fitted(self)
-        X = self._validate_images(X, reset=False)
+        X = self._validate_fitted_images(X)
         Ks = self._computer().kernel(X, self.X_fit_).astype(np.float64, copy=False)
         return Ks @ self.dual_coef_, Ks, X
 

@@ -42,11 +42,10 @@ from sklearn.base import (
 )
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
 
 from sklearn_convkernel import _ckn
 from sklearn_convkernel import arch as A
-from sklearn_convkernel._base import validate_images
+from sklearn_convkernel._base import ImageInputMixin
 from sklearn_convkernel._parallel import blas_limit, parallel
 
 __all__ = ["CKNFeatures"]
@@ -538,7 +537,7 @@ CKN_NETWORK_CONSTRAINTS = {
 
 
 class CKNFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _CKNNetworkMixin,
-                  BaseEstimator):
+                  ImageInputMixin, BaseEstimator):
     """Nyström feature maps of a convolutional kernel network (unsupervised CKN).
 
     ``fit`` learns, layer by layer, anchor points by spherical k-means on
@@ -670,7 +669,7 @@ class CKNFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _CKNNetwork
         -------
         self
         """
-        X = validate_images(self, X, reset=True, dtype=self.dtype)
+        X = self._validate_images(X, reset=True)
         layers, specs = build_layers(layer_specs(self), self.image_shape_)
         dtype = X.dtype.type
         check_magnitude(X, layers, type(self).__name__, dtype)
@@ -693,8 +692,7 @@ class CKNFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _CKNNetwork
         -------
         psi : ndarray of shape (n_samples, H' * W' * F)
         """
-        check_is_fitted(self)
-        X = validate_images(self, X, reset=False, dtype=self.dtype)
+        X = self._validate_fitted_images(X)
         dtype = X.dtype.type
         check_magnitude(X, self.layers_, type(self).__name__, dtype)
         X4 = X.reshape((-1,) + self.image_shape_)

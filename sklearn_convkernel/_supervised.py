@@ -56,7 +56,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
 
-from sklearn_convkernel._base import fit_classes, validate_images
+from sklearn_convkernel._base import ImageInputMixin, fit_classes
 from sklearn_convkernel._nystrom import (
     CKN_NETWORK_CONSTRAINTS,
     _CKNNetworkMixin,
@@ -236,7 +236,7 @@ class _Adam:
 # ---------------------------------------------------------------------------
 
 
-class SupervisedCKNClassifier(ClassifierMixin, _CKNNetworkMixin, BaseEstimator):
+class SupervisedCKNClassifier(ClassifierMixin, _CKNNetworkMixin, ImageInputMixin, BaseEstimator):
     """Supervised convolutional kernel network: anchors trained for a ridge read-out.
 
     The network is that of :class:`~sklearn_convkernel.CKNFeatures` (same
@@ -470,7 +470,7 @@ class SupervisedCKNClassifier(ClassifierMixin, _CKNNetworkMixin, BaseEstimator):
         owner = type(self).__name__
         if y is None:
             raise ValueError(f"{owner} requires y to be passed, but the target y is None.")
-        X = validate_images(self, X, reset=True, dtype=self.dtype)
+        X = self._validate_images(X, reset=True)
         y = column_or_1d(y, warn=True)
         check_consistent_length(X, y)
         codes = fit_classes(self, y)
@@ -619,7 +619,6 @@ class SupervisedCKNClassifier(ClassifierMixin, _CKNNetworkMixin, BaseEstimator):
         -------
         psi : ndarray of shape (n_samples, n_features_out)
         """
-        check_is_fitted(self)
-        X = validate_images(self, X, reset=False, dtype=self.dtype)
+        X = self._validate_fitted_images(X)
         return transform_batches(self.layers_, X.reshape((-1,) + self.image_shape_),
                                  self._dtype(), self.batch_size, self.n_jobs)

@@ -7,7 +7,6 @@ from numbers import Integral
 import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
 
 from sklearn_convkernel import arch as A
 from sklearn_convkernel._base import (
@@ -183,12 +182,10 @@ class ConvKernel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, CacheParamMi
         -------
         K : ndarray of shape (n_samples, n_samples_fit)
         """
-        check_is_fitted(self)
-        X = self._validate_images(X, reset=False)
+        X = self._validate_fitted_images(X)
         return self._computer().kernel(X, self.X_fit_)
 
     def self_kernel(self, X):
         """The diagonal ``k(x, x)`` for each image of X: ndarray (n_samples,)."""
-        check_is_fitted(self)
-        X = self._validate_images(X, reset=False)
+        X = self._validate_fitted_images(X)
         return self._computer().self_kernel(X)
