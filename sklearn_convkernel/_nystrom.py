@@ -151,6 +151,24 @@ def extract_patches(X, p):
     return view.reshape(N * H * W, C * p * p)
 
 
+def gather_patches(X, corners, p):
+    """The ``p x p`` patches of maps X (N, H, W, C) at ``corners``: rows (n, C*p*p), float64.
+
+    ``corners`` are flat indices into the (N, H - p + 1, W - p + 1) top-left
+    corners of the patches lying inside X; the row layout is (channel, dy, dx),
+    as :func:`extract_patches`.
+    """
+    N, H, W, C = X.shape
+    h, w = H - p + 1, W - p + 1
+    i, rest = np.divmod(corners, h * w)
+    y, x = np.divmod(rest, w)
+    P = np.empty((len(corners), C, p, p), dtype=np.float64)
+    for dy in range(p):  # gather whole channel rows, one offset at a time
+        for dx in range(p):
+            P[:, :, dy, dx] = X[i, y + dy, x + dx, :]
+    return P.reshape(len(corners), C * p * p)
+
+
 def patches_adjoint(G, shape, p):
     """Adjoint of :func:`extract_patches`: G (N*H*W, C*p*p) -> maps (N, H, W, C)."""
     N, H, W, C = shape
@@ -194,16 +212,10 @@ def sample_patches(X, p, n, rng):
         candidates = np.empty(0, np.intp)
     if candidates.size > n:
         candidates = np.sort(rng.choice(candidates, size=n, replace=False))
-    i, rest = np.divmod(candidates, H * W)
-    y, x = np.divmod(rest, W)
     lo, _ = _ckn.patch_pads(p)
     Xp = np.zeros((N, H + p - 1, W + p - 1, C), dtype=X.dtype)
     Xp[:, lo:lo + H, lo:lo + W, :] = X
-    P = np.empty((candidates.size, C, p, p), dtype=np.float64)
-    for dy in range(p):  # gather whole channel rows, one offset at a time
-        for dx in range(p):
-            P[:, :, dy, dx] = Xp[i, y + dy, x + dx, :]
-    P = P.reshape(candidates.size, C * p * p)
+    P = gather_patches(Xp, candidates, p)  # the corners of Xp are the positions of X
     norms = np.sqrt(np.einsum("ij,ij->i", P, P))
     keep = norms > 0
     P = P[keep] if not keep.all() else P
