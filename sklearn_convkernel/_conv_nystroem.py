@@ -24,7 +24,7 @@ from sklearn_convkernel import arch as A
 from sklearn_convkernel._base import ImageInputMixin, resolve_dtype
 from sklearn_convkernel._gram import conv_kernel
 from sklearn_convkernel._params import COMMON_CONSTRAINTS
-from sklearn_convkernel._transformers import default_architecture
+from sklearn_convkernel._transformers import architecture_or_default
 
 __all__ = ["ConvNystroem", "pinv_sqrt_psd"]
 
@@ -188,9 +188,7 @@ class ConvNystroem(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ImageInput
 
     def _fit(self, X):
         Xf = self._validate_images(X, reset=True)
-        self.architecture_ = (
-            self.architecture if self.architecture is not None else default_architecture()
-        )
+        self.architecture_ = architecture_or_default(self.architecture)
         n = Xf.shape[0]
         m = self.n_components
         if m > n:

@@ -34,6 +34,11 @@ def default_architecture():
     )
 
 
+def architecture_or_default(architecture):
+    """The architecture in use: ``architecture``, or :func:`default_architecture` when None."""
+    return architecture if architecture is not None else default_architecture()
+
+
 class ConvKernel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, CacheParamMixin, ImageInputMixin,
                  BaseEstimator):
     """Exact convolutional kernel against the training images, as a transformer.
@@ -133,9 +138,7 @@ class ConvKernel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, CacheParamMi
 
     def _fit(self, X):
         X = self._validate_images(X, reset=True)
-        self.architecture_ = (
-            self.architecture if self.architecture is not None else default_architecture()
-        )
+        self.architecture_ = architecture_or_default(self.architecture)
         self.X_fit_ = X
         self._n_features_out = X.shape[0]
         self.cache_ = self._resolve_cache()
