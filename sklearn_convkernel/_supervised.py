@@ -73,6 +73,7 @@ from sklearn_convkernel._nystrom import (
     transform_batches,
 )
 from sklearn_convkernel._parallel import blas_limit, parallel
+from sklearn_convkernel._validation import resolve_dtype
 
 __all__ = ["SupervisedCKNClassifier"]
 
@@ -101,8 +102,7 @@ def layer_forward(layer, X, st, dtype):
     S = Ehat @ st["Z"].astype(dtype, copy=False)
     A = kappa(S, layer.kernel, layer.sigma)
     U = A * r[:, None]
-    ph = None if layer.pool_h is None else layer.pool_h.astype(dtype, copy=False)
-    pw = None if layer.pool_w is None else layer.pool_w.astype(dtype, copy=False)
+    ph, pw = layer._cast(layer.pool_h, dtype), layer._cast(layer.pool_w, dtype)
     V = pool(U.reshape(N, H, W, -1), ph, pw)
     out = (V.reshape(-1, V.shape[-1]) @ st["lintrans"].astype(dtype, copy=False)).reshape(V.shape)
     cache = dict(shape=X.shape, Ehat=Ehat, r=r, rinv=rinv, S=S, A=A, V=V, ph=ph, pw=pw)
@@ -405,7 +405,7 @@ class SupervisedCKNClassifier(ClassifierMixin, _CKNNetworkMixin, ImageInputMixin
     # -- helpers ---------------------------------------------------------
 
     def _dtype(self):
-        return {"float32": np.float32, "float64": np.float64}[self.dtype]
+        return resolve_dtype(self.dtype)
 
     def _all_features(self, X4):
         """Features of images X4 (N, H, W, C) with the current anchors, float64."""
