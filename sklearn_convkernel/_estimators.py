@@ -343,13 +343,14 @@ class _ConvKernelRidge(CacheParamMixin, ImageInputMixin, BaseEstimator):
             verbose=self.verbose, augment=self.augment,
         )
 
-    @staticmethod
-    def _require_y(y):
+    def _validate_training_data(self, X, y):
+        """(flat rows of X, y as an array) for ``fit``; refuses ``y=None``."""
         if y is None:
             raise ValueError(
                 "requires y to be passed, but the target y is None: this estimator is "
                 "supervised; use ConvKernel for the kernel matrix alone."
             )
+        return self._validate_images(X, reset=True), np.asarray(y)
 
     def _fit_targets(self, X, Y):
         """Fit on flat images X and 2-D float targets Y."""
@@ -392,9 +393,7 @@ class _RegressorBase(RegressorMixin, _ConvKernelRidge):
         -------
         self
         """
-        self._require_y(y)
-        X = self._validate_images(X, reset=True)
-        y = np.asarray(y)
+        X, y = self._validate_training_data(X, y)
         if y.ndim not in (1, 2) or y.shape[0] != X.shape[0]:
             raise ValueError(
                 f"y must have shape (n_samples,) or (n_samples, n_targets) with n_samples="
@@ -436,9 +435,7 @@ class _ClassifierBase(ClassifierMixin, _ConvKernelRidge):
         -------
         self
         """
-        self._require_y(y)
-        X = self._validate_images(X, reset=True)
-        y = np.asarray(y)
+        X, y = self._validate_training_data(X, y)
         if y.ndim != 1 or y.shape[0] != X.shape[0]:
             if y.ndim == 2 and y.shape[1] == 1 and y.shape[0] == X.shape[0]:
                 warnings.warn(
