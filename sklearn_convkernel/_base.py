@@ -12,7 +12,8 @@ import functools
 import math
 
 import numpy as np
-from sklearn.utils.validation import validate_data
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from sklearn_convkernel import arch as A
 from sklearn_convkernel._augment import FlipPlan, check_augment
@@ -249,12 +250,33 @@ def validate_images(est, X, reset, dtype=None):
     return X
 
 
+def fit_classes(est, y):
+    """Set ``est.classes_`` from the 1-D classification targets y; returns their codes.
+
+    Refuses targets that are not classes, or of a single class (a classifier
+    needs two).
+    """
+    check_classification_targets(y)
+    est.classes_, codes = np.unique(y, return_inverse=True)
+    if len(est.classes_) < 2:
+        raise ValueError(
+            f"{type(est).__name__} needs samples of at least 2 classes in the data, but the "
+            f"data contains only one class: {est.classes_[0]!r}."
+        )
+    return codes
+
+
 class ImageInputMixin:
     """Validation of image inputs for estimators: 4-D/3-D arrays or flat rows."""
 
     def _validate_images(self, X, reset):
         """Flat rows (n, H*W*C) of the estimator's dtype; see :func:`validate_images`."""
         return validate_images(self, X, reset, self.dtype)
+
+    def _validate_fitted_images(self, X):
+        """Flat rows of X for a fitted estimator: ``check_is_fitted``, then ``image_shape_``."""
+        check_is_fitted(self)
+        return self._validate_images(X, reset=False)
 
 
 def check_architecture(architecture, owner):

@@ -19,13 +19,12 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
 
 from sklearn_convkernel import arch as A
 from sklearn_convkernel._base import ImageInputMixin, resolve_dtype
 from sklearn_convkernel._gram import conv_kernel
 from sklearn_convkernel._params import COMMON_CONSTRAINTS
-from sklearn_convkernel._transformers import default_architecture
+from sklearn_convkernel._transformers import architecture_or_default
 
 __all__ = ["ConvNystroem", "pinv_sqrt_psd"]
 
@@ -189,9 +188,7 @@ class ConvNystroem(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ImageInput
 
     def _fit(self, X):
         Xf = self._validate_images(X, reset=True)
-        self.architecture_ = (
-            self.architecture if self.architecture is not None else default_architecture()
-        )
+        self.architecture_ = architecture_or_default(self.architecture)
         n = Xf.shape[0]
         m = self.n_components
         if m > n:
@@ -247,6 +244,5 @@ class ConvNystroem(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ImageInput
         -------
         F : ndarray of shape (n_samples, n_components)
         """
-        check_is_fitted(self)
-        Xf = self._validate_images(X, reset=False)
+        Xf = self._validate_fitted_images(X)
         return self._kernel(Xf, self.components_) @ self.normalization_

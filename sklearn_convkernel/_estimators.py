@@ -29,12 +29,10 @@ from scipy import linalg
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.exceptions import DataConversionWarning
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted
 
 from sklearn_convkernel import _ckn
 from sklearn_convkernel import arch as A
-from sklearn_convkernel._base import ImageInputMixin, KernelComputer, resolve_dtype
+from sklearn_convkernel._base import ImageInputMixin, KernelComputer, fit_classes, resolve_dtype
 from sklearn_convkernel._cache import CacheParamMixin
 from sklearn_convkernel._parallel import blas_limit
 from sklearn_convkernel._params import COMMON_CONSTRAINTS
@@ -345,13 +343,14 @@ class _ConvKernelRidge(CacheParamMixin, ImageInputMixin, BaseEstimator):
             verbose=self.verbose, augment=self.augment,
         )
 
-    @staticmethod
-    def _require_y(y):
+    def _validate_training_data(self, X, y):
+        """(flat rows of X, y as an array) for ``fit``; refuses ``y=None``."""
         if y is None:
             raise ValueError(
                 "requires y to be passed, but the target y is None: this estimator is "
                 "supervised; use ConvKernel for the kernel matrix alone."
             )
+        return self._validate_images(X, reset=True), np.asarray(y)
 
     def _fit_targets(self, X, Y):
         """Fit on flat images X and 2-D float targets Y."""
@@ -369,8 +368,7 @@ class _ConvKernelRidge(CacheParamMixin, ImageInputMixin, BaseEstimator):
         return self
 
     def _decision(self, X):
-        check_is_fitted(self)
-        X = self._validate_images(X, reset=False)
+        X = self._validate_fitted_images(X)
         Ks = self._computer().kernel(X, self.X_fit_).astype(np.float64, copy=False)
         return Ks @ self.dual_coef_, Ks, X
 
@@ -395,9 +393,7 @@ class _RegressorBase(RegressorMixin, _ConvKernelRidge):
         -------
         self
         """
-        self._require_y(y)
-        X = self._validate_images(X, reset=True)
-        y = np.asarray(y)
+        X, y = self._validate_training_data(X, y)
         if y.ndim not in (1, 2) or y.shape[0] != X.shape[0]:
             raise ValueError(
                 f"y must have shape (n_samples,) or (n_samples, n_targets) with n_samples="
@@ -439,9 +435,7 @@ class _ClassifierBase(ClassifierMixin, _ConvKernelRidge):
         -------
         self
         """
-        self._require_y(y)
-        X = self._validate_images(X, reset=True)
-        y = np.asarray(y)
+        X, y = self._validate_training_data(X, y)
         if y.ndim != 1 or y.shape[0] != X.shape[0]:
             if y.ndim == 2 and y.shape[1] == 1 and y.shape[0] == X.shape[0]:
                 warnings.warn(
@@ -450,13 +444,7 @@ class _ClassifierBase(ClassifierMixin, _ConvKernelRidge):
                 y = y.ravel()
             else:
                 raise ValueError(f"y must have shape (n_samples,), got {y.shape}.")
-        check_classification_targets(y)
-        self.classes_, codes = np.unique(y, return_inverse=True)
-        if len(self.classes_) < 2:
-            raise ValueError(
-                f"{type(self).__name__} needs samples of at least 2 classes in the data, "
-                f"but the data contains only one class: {self.classes_[0]!r}."
-            )
+        codes = fit_classes(self, y)
         Y = np.zeros((len(y), len(self.classes_)))
         Y[np.arange(len(y)), codes] = 1.0
         return self._fit_targets(X, Y)

@@ -42,11 +42,10 @@ from sklearn.base import (
 )
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
 
 from sklearn_convkernel import _ckn
 from sklearn_convkernel import arch as A
-from sklearn_convkernel._base import validate_images
+from sklearn_convkernel._base import ImageInputMixin
 from sklearn_convkernel._parallel import blas_limit, parallel
 
 __all__ = ["CKNFeatures"]
@@ -152,6 +151,24 @@ def extract_patches(X, p):
     return view.reshape(N * H * W, C * p * p)
 
 
+def gather_patches(X, corners, p):
+    """The ``p x p`` patches of maps X (N, H, W, C) at ``corners``: rows (n, C*p*p), float64.
+
+    ``corners`` are flat indices into the (N, H - p + 1, W - p + 1) top-left
+    corners of the patches lying inside X; the row layout is (channel, dy, dx),
+    as :func:`extract_patches`.
+    """
+    N, H, W, C = X.shape
+    h, w = H - p + 1, W - p + 1
+    i, rest = np.divmod(corners, h * w)
+    y, x = np.divmod(rest, w)
+    P = np.empty((len(corners), C, p, p), dtype=np.float64)
+    for dy in range(p):  # gather whole channel rows, one offset at a time
+        for dx in range(p):
+            P[:, :, dy, dx] = X[i, y + dy, x + dx, :]
+    return P.reshape(len(corners), C * p * p)
+
+
 def patches_adjoint(G, shape, p):
     """Adjoint of :func:`extract_patches`: G (N*H*W, C*p*p) -> maps (N, H, W, C)."""
     N, H, W, C = shape
@@ -195,16 +212,10 @@ def sample_patches(X, p, n, rng):
         candidates = np.empty(0, np.intp)
     if candidates.size > n:
         candidates = np.sort(rng.choice(candidates, size=n, replace=False))
-    i, rest = np.divmod(candidates, H * W)
-    y, x = np.divmod(rest, W)
     lo, _ = _ckn.patch_pads(p)
     Xp = np.zeros((N, H + p - 1, W + p - 1, C), dtype=X.dtype)
     Xp[:, lo:lo + H, lo:lo + W, :] = X
-    P = np.empty((candidates.size, C, p, p), dtype=np.float64)
-    for dy in range(p):  # gather whole channel rows, one offset at a time
-        for dx in range(p):
-            P[:, :, dy, dx] = Xp[i, y + dy, x + dx, :]
-    P = P.reshape(candidates.size, C * p * p)
+    P = gather_patches(Xp, candidates, p)  # the corners of Xp are the positions of X
     norms = np.sqrt(np.einsum("ij,ij->i", P, P))
     keep = norms > 0
     P = P[keep] if not keep.all() else P
@@ -496,6 +507,27 @@ def check_features(F, owner):
     return F
 
 
+class _CKNNetworkMixin:
+    """Fitting the network of an estimator with :class:`CKNFeatures`' network parameters."""
+
+    def _fit_network(self, layers, specs, X, rng):
+        """Learn every layer's anchors on the training rows X (or a random part of them).
+
+        ``layers, specs`` come from :func:`build_layers`; the images are drawn
+        from ``rng`` (the same draws in every estimator for one
+        ``random_state``).  Sets ``layers_``, ``subsamplings_`` and ``ckn_model_``.
+        """
+        n = X.shape[0]
+        m = images_for_anchors(layers, n, self.n_patches)
+        idx = np.sort(rng.choice(n, size=m, replace=False)) if m < n else np.arange(n)
+        with blas_limit():
+            fit_anchors(layers, X[idx].reshape((-1,) + self.image_shape_), self.n_patches,
+                        self.kmeans_iter, self.regularization, rng, self.batch_size)
+        self.layers_ = layers
+        self.subsamplings_ = tuple(spec[2] for spec in specs)
+        self.ckn_model_ = ckn_model(specs)
+
+
 PER_LAYER_INT = [Interval(Integral, 1, None, closed="left"), tuple, list]
 
 CKN_NETWORK_CONSTRAINTS = {
@@ -516,7 +548,8 @@ CKN_NETWORK_CONSTRAINTS = {
 }
 
 
-class CKNFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class CKNFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _CKNNetworkMixin,
+                  ImageInputMixin, BaseEstimator):
     """Nyström feature maps of a convolutional kernel network (unsupervised CKN).
 
     ``fit`` learns, layer by layer, anchor points by spherical k-means on
@@ -648,21 +681,11 @@ class CKNFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         -------
         self
         """
-        X = validate_images(self, X, reset=True, dtype=self.dtype)
+        X = self._validate_images(X, reset=True)
         layers, specs = build_layers(layer_specs(self), self.image_shape_)
         dtype = X.dtype.type
         check_magnitude(X, layers, type(self).__name__, dtype)
-        rng = check_random_state(self.random_state)
-        n = X.shape[0]
-        m = images_for_anchors(layers, n, self.n_patches)
-        idx = np.sort(rng.choice(n, size=m, replace=False)) if m < n else np.arange(n)
-        X4 = X[idx].reshape((-1,) + self.image_shape_).astype(dtype, copy=False)
-        with blas_limit():
-            fit_anchors(layers, X4, self.n_patches, self.kmeans_iter, self.regularization,
-                        rng, self.batch_size)
-        self.layers_ = layers
-        self.subsamplings_ = tuple(spec[2] for spec in specs)
-        self.ckn_model_ = ckn_model(specs)
+        self._fit_network(layers, specs, X, check_random_state(self.random_state))
         from sklearn_convkernel.presets import from_ckn_kernel
 
         self.architecture_ = from_ckn_kernel(self.ckn_model_)
@@ -681,8 +704,7 @@ class CKNFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         -------
         psi : ndarray of shape (n_samples, H' * W' * F)
         """
-        check_is_fitted(self)
-        X = validate_images(self, X, reset=False, dtype=self.dtype)
+        X = self._validate_fitted_images(X)
         dtype = X.dtype.type
         check_magnitude(X, self.layers_, type(self).__name__, dtype)
         X4 = X.reshape((-1,) + self.image_shape_)

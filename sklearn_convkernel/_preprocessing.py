@@ -49,7 +49,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from sklearn_convkernel._base import validate_images
 from sklearn_convkernel._ckn import patch_pads
-from sklearn_convkernel._nystrom import extract_patches
+from sklearn_convkernel._nystrom import extract_patches, gather_patches
 
 __all__ = ["ZCAWhitening", "PatchFeatures"]
 
@@ -477,16 +477,9 @@ class PatchFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         _check_patch_fits(type(self).__name__, self.image_shape_, p)
         rng = check_random_state(self.random_state)
         N, H, W, C = X4.shape
-        lo, hi = patch_pads(p)
         h, w = H - p + 1, W - p + 1
         take = rng.choice(N * h * w, size=min(self.n_patches, N * h * w), replace=False)
-        i, rest = np.divmod(np.sort(take), h * w)
-        yy, xx = np.divmod(rest, w)
-        P = np.empty((take.size, C, p, p))
-        for dy in range(p):
-            for dx in range(p):
-                P[:, :, dy, dx] = X4[i, yy + dy, xx + dx, :]
-        P = P.reshape(take.size, C * p * p)
+        P = gather_patches(X4, np.sort(take), p)
         if self.contrast_eps is not None:
             mean_var = float(P.var(axis=1).mean())
             # constant patches only (e.g. 1x1 patches of one channel): centring alone

@@ -54,17 +54,14 @@ from sklearn.linear_model import RidgeCV
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
 
-from sklearn_convkernel._base import validate_images
+from sklearn_convkernel._base import ImageInputMixin, fit_classes
 from sklearn_convkernel._nystrom import (
     CKN_NETWORK_CONSTRAINTS,
+    _CKNNetworkMixin,
     build_layers,
-    ckn_model,
     extract_patches,
-    fit_anchors,
-    images_for_anchors,
     inv_sqrt_psd,
     kappa,
     kappa_prime,
@@ -76,6 +73,7 @@ from sklearn_convkernel._nystrom import (
     transform_batches,
 )
 from sklearn_convkernel._parallel import blas_limit, parallel
+from sklearn_convkernel._validation import resolve_dtype
 
 __all__ = ["SupervisedCKNClassifier"]
 
@@ -104,8 +102,7 @@ def layer_forward(layer, X, st, dtype):
     S = Ehat @ st["Z"].astype(dtype, copy=False)
     A = kappa(S, layer.kernel, layer.sigma)
     U = A * r[:, None]
-    ph = None if layer.pool_h is None else layer.pool_h.astype(dtype, copy=False)
-    pw = None if layer.pool_w is None else layer.pool_w.astype(dtype, copy=False)
+    ph, pw = layer._cast(layer.pool_h, dtype), layer._cast(layer.pool_w, dtype)
     V = pool(U.reshape(N, H, W, -1), ph, pw)
     out = (V.reshape(-1, V.shape[-1]) @ st["lintrans"].astype(dtype, copy=False)).reshape(V.shape)
     cache = dict(shape=X.shape, Ehat=Ehat, r=r, rinv=rinv, S=S, A=A, V=V, ph=ph, pw=pw)
@@ -239,7 +236,7 @@ class _Adam:
 # ---------------------------------------------------------------------------
 
 
-class SupervisedCKNClassifier(ClassifierMixin, BaseEstimator):
+class SupervisedCKNClassifier(ClassifierMixin, _CKNNetworkMixin, ImageInputMixin, BaseEstimator):
     """Supervised convolutional kernel network: anchors trained for a ridge read-out.
 
     The network is that of :class:`~sklearn_convkernel.CKNFeatures` (same
@@ -408,7 +405,7 @@ class SupervisedCKNClassifier(ClassifierMixin, BaseEstimator):
     # -- helpers ---------------------------------------------------------
 
     def _dtype(self):
-        return {"float32": np.float32, "float64": np.float64}[self.dtype]
+        return resolve_dtype(self.dtype)
 
     def _all_features(self, X4):
         """Features of images X4 (N, H, W, C) with the current anchors, float64."""
@@ -473,36 +470,19 @@ class SupervisedCKNClassifier(ClassifierMixin, BaseEstimator):
         owner = type(self).__name__
         if y is None:
             raise ValueError(f"{owner} requires y to be passed, but the target y is None.")
-        X = validate_images(self, X, reset=True, dtype=self.dtype)
+        X = self._validate_images(X, reset=True)
         y = column_or_1d(y, warn=True)
         check_consistent_length(X, y)
-        check_classification_targets(y)
-        self.classes_, codes = np.unique(y, return_inverse=True)
-        if len(self.classes_) < 2:
-            raise ValueError(
-                f"{owner} needs samples of at least 2 classes in the data, but the data "
-                f"contains only one class: {self.classes_[0]!r}."
-            )
+        codes = fit_classes(self, y)
         alphas = np.atleast_1d(np.asarray(self.alphas, dtype=float))
         if alphas.ndim != 1 or alphas.size == 0 or not np.all(alphas > 0):
             raise ValueError(f"{owner}: alphas must be a non-empty sequence of positive "
                              f"numbers, got {self.alphas!r}.")
         layers, specs = build_layers(layer_specs(self), self.image_shape_)
-        self.subsamplings_ = tuple(spec[2] for spec in specs)
         rng = check_random_state(self.random_state)
-        dtype = self._dtype()
-        n = X.shape[0]
-        X4 = X.reshape((-1,) + self.image_shape_)
         t0 = time.perf_counter()
-        # the same draws as CKNFeatures.fit with this random_state
-        m = images_for_anchors(layers, n, self.n_patches)
-        idx = np.sort(rng.choice(n, size=m, replace=False)) if m < n else np.arange(n)
-        with blas_limit():
-            fit_anchors(layers, X4[idx].astype(dtype, copy=False), self.n_patches,
-                        self.kmeans_iter, self.regularization, rng, self.batch_size)
-        self.layers_ = layers
-        self._train(X4, codes, alphas, rng, t0)
-        self.ckn_model_ = ckn_model(specs)
+        self._fit_network(layers, specs, X, rng)  # the warm start's anchors, as CKNFeatures
+        self._train(X.reshape((-1,) + self.image_shape_), codes, alphas, rng, t0)
         return self
 
     def _split(self, codes, rng):
@@ -639,7 +619,6 @@ class SupervisedCKNClassifier(ClassifierMixin, BaseEstimator):
         -------
         psi : ndarray of shape (n_samples, n_features_out)
         """
-        check_is_fitted(self)
-        X = validate_images(self, X, reset=False, dtype=self.dtype)
+        X = self._validate_fitted_images(X)
         return transform_batches(self.layers_, X.reshape((-1,) + self.image_shape_),
                                  self._dtype(), self.batch_size, self.n_jobs)

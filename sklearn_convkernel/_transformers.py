@@ -7,7 +7,6 @@ from numbers import Integral
 import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
 
 from sklearn_convkernel import arch as A
 from sklearn_convkernel._base import (
@@ -33,6 +32,11 @@ def default_architecture():
         A.Conv(3, weight_var=2.0), A.ReLU(),
         A.Flatten(), A.Dense(),
     )
+
+
+def architecture_or_default(architecture):
+    """The architecture in use: ``architecture``, or :func:`default_architecture` when None."""
+    return architecture if architecture is not None else default_architecture()
 
 
 class ConvKernel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, CacheParamMixin, ImageInputMixin,
@@ -134,9 +138,7 @@ class ConvKernel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, CacheParamMi
 
     def _fit(self, X):
         X = self._validate_images(X, reset=True)
-        self.architecture_ = (
-            self.architecture if self.architecture is not None else default_architecture()
-        )
+        self.architecture_ = architecture_or_default(self.architecture)
         self.X_fit_ = X
         self._n_features_out = X.shape[0]
         self.cache_ = self._resolve_cache()
@@ -183,12 +185,10 @@ class ConvKernel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, CacheParamMi
         -------
         K : ndarray of shape (n_samples, n_samples_fit)
         """
-        check_is_fitted(self)
-        X = self._validate_images(X, reset=False)
+        X = self._validate_fitted_images(X)
         return self._computer().kernel(X, self.X_fit_)
 
     def self_kernel(self, X):
         """The diagonal ``k(x, x)`` for each image of X: ndarray (n_samples,)."""
-        check_is_fitted(self)
-        X = self._validate_images(X, reset=False)
+        X = self._validate_fitted_images(X)
         return self._computer().self_kernel(X)

@@ -722,7 +722,19 @@ class _Pool(Layer):
 
     def axis_matrices(self, shape):
         """Dense 1-D pooling matrices (rows x input length) for height and width."""
+        return [self._axis_matrix(shape[ax], ax) for ax in range(2)]
+
+    def _axis_matrix(self, n, ax):
+        """The pooling matrix along axis ``ax`` (0: height, 1: width) of input length n."""
         raise NotImplementedError
+
+    def _check_pooled_length(self, n, ax, out, what):
+        """Refuse an axis of length n pooled to ``out < 1`` positions (``what`` ends the message)."""
+        if out < 1:
+            raise ArchitectureError(
+                f"{_name(self)}: an input of length {n} along "
+                f"{'height' if ax == 0 else 'width'} pools to {what}"
+            )
 
     def output_shape(self, shape):
         mats = self.axis_matrices(shape)
@@ -786,18 +798,20 @@ class AvgPool(_Pool):
         object.__setattr__(self, "stride", _pair(self.stride, "stride", owner))
         object.__setattr__(self, "padding", _padding(self.padding, owner))
 
-    def axis_matrices(self, shape):
-        mats = []
-        for ax in range(2):
-            pad = self.padding if isinstance(self.padding, str) else self.padding[ax]
-            mats.append(_conv_like_matrix(shape[ax], self.window[ax], self.stride[ax], pad,
-                                          _name(self), ax))
-        return mats
+    def _axis_matrix(self, n, ax):
+        pad = self.padding if isinstance(self.padding, str) else self.padding[ax]
+        return _conv_like_matrix(n, self.window[ax], self.stride[ax], pad, _name(self), ax)
 
     def _oracle_matrix(self, oracle, n, ax):
         return oracle.avgpool_matrix(n, self.window[ax], self.stride[ax],
                                      oracle.axis_padding(self.padding, ax))
 
+
+
+def _subsampling_and_factor(pool):
+    """(d, p) of a ckn_kernel pooling: its subsampling d and pool factor p (None: p = d)."""
+    d = int(pool.subsampling)
+    return d, d if pool.poolfactor is None else int(pool.poolfactor)
 
 
 @dataclass(frozen=True)
@@ -823,35 +837,24 @@ class GaussianPool(_Pool):
             if not isinstance(self.poolfactor, numbers.Integral):
                 raise ArchitectureError(f"{owner}: poolfactor must be an int or None.")
 
-    def axis_matrices(self, shape):
-        d = int(self.subsampling)
-        p = d if self.poolfactor is None else int(self.poolfactor)
+    def _axis_matrix(self, n, ax):
+        d, p = _subsampling_and_factor(self)
+        out = n // d - 1
+        self._check_pooled_length(
+            n, ax, out, f"{out} positions; use a smaller subsampling (needs n >= {2 * d}).")
         ks = np.arange(-p, p + 1)
         f = np.exp(-(ks.astype(float) ** 2) / float(p * p))
         f /= f.sum()
-        mats = []
-        for ax in range(2):
-            n = shape[ax]
-            out = n // d - 1
-            if out < 1:
-                raise ArchitectureError(
-                    f"{_name(self)}: an input of length {n} along "
-                    f"{'height' if ax == 0 else 'width'} pools to {out} positions; "
-                    f"use a smaller subsampling (needs n >= {2 * d})."
-                )
-            m = np.zeros((out, n))
-            for i in range(out):
-                for k, fk in zip(ks, f):
-                    j = d * i + p + int(k)
-                    if 0 <= j < n:
-                        m[i, j] += fk
-            mats.append(m)
-        return mats
+        m = np.zeros((out, n))
+        for i in range(out):
+            for k, fk in zip(ks, f):
+                j = d * i + p + int(k)
+                if 0 <= j < n:
+                    m[i, j] += fk
+        return m
 
     def _oracle_matrix(self, oracle, n, ax):
-        d = int(self.subsampling)
-        p = d if self.poolfactor is None else int(self.poolfactor)
-        return oracle.gaussian_pool_matrix(n, d, p)
+        return oracle.gaussian_pool_matrix(n, *_subsampling_and_factor(self))
 
 
 
@@ -874,32 +877,20 @@ class BoxPool(_Pool):
         if self.poolfactor is not None and (not _is_int(self.poolfactor) or self.poolfactor < 1):
             raise ArchitectureError(f"{owner}: poolfactor must be an int >= 1 or None.")
 
-    def axis_matrices(self, shape):
-        d = int(self.subsampling)
-        p = d if self.poolfactor is None else int(self.poolfactor)
-        mats = []
-        for ax in range(2):
-            n = shape[ax]
-            out = n // d
-            if out < 1:
-                raise ArchitectureError(
-                    f"{_name(self)}: an input of length {n} along "
-                    f"{'height' if ax == 0 else 'width'} pools to nothing; use a smaller "
-                    "subsampling."
-                )
-            m = np.zeros((out, n))
-            for i in range(out):
-                for k in range(p):
-                    j = d * i + k
-                    if j < n:
-                        m[i, j] += 1.0 / p
-            mats.append(m)
-        return mats
+    def _axis_matrix(self, n, ax):
+        d, p = _subsampling_and_factor(self)
+        out = n // d
+        self._check_pooled_length(n, ax, out, "nothing; use a smaller subsampling.")
+        m = np.zeros((out, n))
+        for i in range(out):
+            for k in range(p):
+                j = d * i + k
+                if j < n:
+                    m[i, j] += 1.0 / p
+        return m
 
     def _oracle_matrix(self, oracle, n, ax):
-        d = int(self.subsampling)
-        p = d if self.poolfactor is None else int(self.poolfactor)
-        return oracle.box_pool_matrix(n, d, p)
+        return oracle.box_pool_matrix(n, *_subsampling_and_factor(self))
 
 
 
@@ -915,23 +906,14 @@ class StridedPool(_Pool):
                 f"StridedPool: subsampling must be an int >= 1, got {self.subsampling!r}."
             )
 
-    def axis_matrices(self, shape):
+    def _axis_matrix(self, n, ax):
         d = int(self.subsampling)
-        mats = []
-        for ax in range(2):
-            n = shape[ax]
-            out = n // d - 1
-            if out < 1:
-                raise ArchitectureError(
-                    f"{_name(self)}: an input of length {n} along "
-                    f"{'height' if ax == 0 else 'width'} pools to {out} positions; "
-                    f"needs n >= {2 * d}."
-                )
-            m = np.zeros((out, n))
-            for i in range(out):
-                m[i, d * (i + 1)] = 1.0
-            mats.append(m)
-        return mats
+        out = n // d - 1
+        self._check_pooled_length(n, ax, out, f"{out} positions; needs n >= {2 * d}.")
+        m = np.zeros((out, n))
+        for i in range(out):
+            m[i, d * (i + 1)] = 1.0
+        return m
 
     def _oracle_matrix(self, oracle, n, ax):
         return oracle.strided_pool_matrix(n, int(self.subsampling))
@@ -942,8 +924,8 @@ class StridedPool(_Pool):
 class GlobalAvgPool(_Pool):
     """Mean over all position pairs: ``K' = mean_{p, q} K[p, q]`` (a 1x1 map)."""
 
-    def axis_matrices(self, shape):
-        return [np.full((1, shape[0]), 1.0 / shape[0]), np.full((1, shape[1]), 1.0 / shape[1])]
+    def _axis_matrix(self, n, ax):
+        return np.full((1, n), 1.0 / n)
 
     def output_shape(self, shape):
         return (1, 1)
