@@ -22,7 +22,6 @@ from sklearn_convkernel._gram import (
     compile_architecture,
     flip_arguments,
     gram,
-    pair_values,
     self_passes,
 )
 from sklearn_convkernel._validation import check_finite, check_image_dims, resolve_dtype
