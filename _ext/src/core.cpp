@@ -15,7 +15,7 @@ namespace {
 
 enum Variant { V_GENERIC = 0, V_AVX2 = 1, V_AVX512 = 2 };
 
-Variant best_variant() {
+Variant detect_variant() {
     int best = V_GENERIC;
 #if defined(CK_HAVE_AVX2) || defined(CK_HAVE_AVX512)
     __builtin_cpu_init();
@@ -38,6 +38,12 @@ Variant best_variant() {
         if (want < best) best = want;
     }
     return (Variant)best;
+}
+
+// Chosen once per process (the environment is read on the first call).
+Variant best_variant() {
+    static const Variant chosen = detect_variant();
+    return chosen;
 }
 
 }  // namespace
@@ -79,10 +85,13 @@ const char* ck_simd_variant(void) {
     return names[best_variant()];
 }
 
-int ck_check_program(const Program* prog, char* msg, int msg_len) {
+int ck_check_program(Program* prog, char* msg, int msg_len) {
     Error err{msg, msg_len};
+    prog->checked = 0;
     try {
-        return check_program_impl(*prog, nullptr, nullptr, err);
+        const int status = check_program_impl(*prog, &prog->max_depth, &prog->max_size, err);
+        prog->checked = status == STATUS_OK;
+        return status;
     } catch (...) {
         return err.fail(STATUS_NO_MEMORY, "out of memory while checking the program");
     }

@@ -65,6 +65,10 @@ struct Program {
     int64_t tape_len;       // self-variance values recorded per image
     int64_t n_outputs;      // read-outs per pair
     int32_t ntk;            // 1: propagate Theta and output it; 0: output K
+    // written by ck_check_program: the deepest stack and the largest state (in
+    // elements) the engines size their buffers for, and 1 once it passed
+    int64_t max_depth, max_size;
+    int32_t checked;
 };
 
 // One named constant of the ABI, for the Python binding: group ("op", "fn",
@@ -85,8 +89,10 @@ const AbiEntry* ck_abi(int64_t* n);
 const char* ck_simd_variant(void);
 
 // Checks the program's structure once (op codes, shapes, stack discipline,
-// blob bounds).  Every other entry point assumes a checked program.
-int ck_check_program(const Program* prog, char* msg, int msg_len);
+// blob bounds) and records max_depth, max_size and checked in it.  The other
+// entry points run only a checked program (they refuse one whose `checked`
+// is 0) and never check it again.
+int ck_check_program(Program* prog, char* msg, int msg_len);
 
 // Self pass over n images X (n x H*W*C): writes the tapes (n x tape_len) and
 // each image's own read-outs k(x, x) (n x n_outputs).
