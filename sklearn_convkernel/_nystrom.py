@@ -58,23 +58,18 @@ __all__ = ["CKNFeatures"]
 
 
 def kappa(u, kernel, sigma):
-    """``kappa(u)`` elementwise (a new array of u's dtype)."""
-    if kernel == "exp":
-        return np.exp((u - 1.0) * (1.0 / (sigma * sigma)))
-    if kernel == "relu":
-        c = np.clip(u, -1.0, 1.0)
-        return (np.sqrt(1.0 - c * c) + c * (np.pi - np.arccos(c))) * (1.0 / np.pi)
-    return u ** int(kernel[-1])
+    """``kappa(u)`` elementwise (a new array of u's dtype).
+
+    The dual of the CKN layer named ``kernel`` (:func:`._ckn.nonlinearity`):
+    the one definition in :mod:`~sklearn_convkernel.arch`, which the exact
+    kernel's oracle also uses; ``u`` is clipped to [-1, 1] as there.
+    """
+    return _ckn.nonlinearity(kernel, sigma)._dual(np.clip(u, -1.0, 1.0))[0]
 
 
 def kappa_prime(u, kernel, sigma):
-    """Derivative ``kappa'(u)`` elementwise."""
-    if kernel == "exp":
-        return np.exp((u - 1.0) * (1.0 / (sigma * sigma))) * (1.0 / (sigma * sigma))
-    if kernel == "relu":
-        return (np.pi - np.arccos(np.clip(u, -1.0, 1.0))) * (1.0 / np.pi)
-    d = int(kernel[-1])
-    return d * u ** (d - 1)
+    """Derivative ``kappa'(u)`` elementwise (same definition and clipping as :func:`kappa`)."""
+    return _ckn.nonlinearity(kernel, sigma)._dual(np.clip(u, -1.0, 1.0))[1]
 
 
 def _scaled_kappa(S, r, kernel, sigma):

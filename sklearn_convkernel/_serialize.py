@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import ast
-import dataclasses
 import inspect
 import json
 import os
@@ -33,37 +32,17 @@ _LAYER_CLASSES = {
 }
 
 
-def _to_plain(value):
-    if isinstance(value, tuple):
-        return [_to_plain(v) for v in value]
-    return value
-
-
-def _from_plain(value):
-    if isinstance(value, list):
-        return tuple(_from_plain(v) for v in value)
-    return value
-
-
 def architecture_to_dict(layer):
-    """A JSON-ready dict describing ``layer`` (see :func:`architecture_to_json`)."""
-    if isinstance(layer, A.Sequential):
-        d = {"layer": "Sequential", "layers": [architecture_to_dict(x) for x in layer.layers]}
-        if layer.input_norm != "mean":
-            d["input_norm"] = layer.input_norm
-        return d
-    if isinstance(layer, A.Sum):
-        return {"layer": "Sum", "branches": [architecture_to_dict(b) for b in layer.branches]}
-    if isinstance(layer, A.Tap):
-        return {"layer": "Tap", "layers": [architecture_to_dict(x) for x in layer.readout.layers]}
+    """A JSON-ready dict describing ``layer`` (see :func:`architecture_to_json`).
+
+    ``{"layer": <class name>}`` plus what the layer class's ``_describe``
+    gives (its parameters, or its nested layers for a combinator).
+    """
     name = type(layer).__name__
-    if _LAYER_CLASSES.get(name) is not type(layer) or not dataclasses.is_dataclass(layer):
+    if _LAYER_CLASSES.get(name) is not type(layer):
         raise A.ArchitectureError(f"cannot describe {layer!r} as JSON: not a layer of "
                                   "sklearn_convkernel.arch.")
-    d = {"layer": name}
-    for f in dataclasses.fields(layer):
-        d[f.name] = _to_plain(getattr(layer, f.name))
-    return d
+    return {"layer": name, **layer._describe(architecture_to_dict)}
 
 
 def architecture_from_dict(d, where="architecture"):
@@ -74,42 +53,25 @@ def architecture_from_dict(d, where="architecture"):
             f"{{\"layer\": \"ReLU\"}}, got {d!r}."
         )
     name = d["layer"]
-    params = {k: v for k, v in d.items() if k != "layer"}
-
-    def children(key):
-        items = params.pop(key, [])
-        if not isinstance(items, list):
-            raise A.ArchitectureError(f"{where}: \"{key}\" of {name} must be a list.")
-        return [architecture_from_dict(x, f"{where}.{key}[{i}]") for i, x in enumerate(items)]
-
-    if name == "Sequential":
-        layers = children("layers")
-        norm = params.pop("input_norm", "mean")
-        _no_extra(params, name, where)
-        return A.Sequential(*layers, input_norm=norm)
-    if name == "Sum":
-        branches = children("branches")
-        _no_extra(params, name, where)
-        return A.Sum(*branches)
-    if name == "Tap":
-        layers = children("layers")
-        _no_extra(params, name, where)
-        return A.Tap(*layers)
     cls = _LAYER_CLASSES.get(name)
     if cls is None:
         raise A.ArchitectureError(
             f"{where}: unknown layer {name!r}; known layers: {', '.join(sorted(_LAYER_CLASSES))}."
         )
-    known = {f.name for f in dataclasses.fields(cls)}
-    _no_extra({k: v for k, v in params.items() if k not in known}, name, where)
-    return cls(**{k: _from_plain(v) for k, v in params.items()})
+    params = {k: v for k, v in d.items() if k != "layer"}
 
+    def build(key):
+        items = params.pop(key, [])
+        if not isinstance(items, list):
+            raise A.ArchitectureError(f"{where}: \"{key}\" of {name} must be a list.")
+        return [architecture_from_dict(x, f"{where}.{key}[{i}]") for i, x in enumerate(items)]
 
-def _no_extra(params, name, where):
-    if params:
-        raise A.ArchitectureError(
-            f"{where}: {name} has no parameter(s) {', '.join(sorted(params))}."
-        )
+    try:
+        return cls._from_description(params, build)
+    except A.ArchitectureError as exc:
+        if str(exc).startswith(where):
+            raise
+        raise A.ArchitectureError(f"{where}: {exc}") from None
 
 
 def architecture_to_json(architecture, indent=None):

@@ -29,6 +29,7 @@ that name the offending layer and say how to fix it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -230,7 +231,10 @@ class Layer:
       ``h`` of shape (n, H, W, C); ``counter`` numbers the parameterised layers;
     * ``_gaussian_out(gaussian)`` -- whether its output is a Gaussian
       pre-activation (nonlinearities check their input is);
-    * ``_children()`` -- the sub-architectures of a combinator.
+    * ``_children()`` -- the sub-architectures of a combinator;
+    * ``_describe(describe)`` / ``_from_description(params, build)`` -- its
+      JSON description (``_serialize``): the parameters of a dataclass layer,
+      the nested layers of a combinator.
 
     A layer class that has no rule for a driver names the method in
     ``_unsupported`` and inherits the default, which raises a clear error.
@@ -258,6 +262,27 @@ class Layer:
         """The layers this one groups (combinators), in order."""
         return ()
 
+    def _describe(self, describe):
+        """This layer's parameters as a JSON-ready dict (``describe`` maps a nested layer).
+
+        The default covers the dataclass layers: one entry per field, tuples as lists.
+        """
+        if not dataclasses.is_dataclass(self):
+            raise ArchitectureError(f"cannot describe {self!r} as JSON: it has no parameters "
+                                    "as dataclass fields.")
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def _from_description(cls, params, build):
+        """The layer of parameters ``params`` (the inverse of :meth:`_describe`).
+
+        ``build(key)`` turns the list ``params[key]`` into layers (for
+        combinators).  Unknown parameters raise :class:`ArchitectureError`.
+        """
+        known = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else ()
+        _no_extra_params(cls, {k: v for k, v in params.items() if k not in known})
+        return cls(**{k: _unplain(v) for k, v in params.items()})
+
     @property
     def _input_norm(self):
         """Channel normalisation of the input kernel when this layer is the architecture."""
@@ -283,6 +308,25 @@ class Layer:
 
     def _finite(self, net, h, counter):
         raise TypeError(f"finite networks do not support {self!r}")
+
+
+def _plain(value):
+    """Tuples as (nested) lists, for JSON."""
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _unplain(value):
+    """Lists as (nested) tuples: the inverse of :func:`_plain`."""
+    if isinstance(value, list):
+        return tuple(_unplain(v) for v in value)
+    return value
+
+
+def _no_extra_params(cls, params):
+    if params:
+        raise ArchitectureError(f"{cls.__name__} has no parameter(s) {', '.join(sorted(params))}.")
 
 
 def iter_layers(layer):
@@ -1175,6 +1219,19 @@ class Sequential(Layer):
     def _children(self):
         return self.layers
 
+    def _describe(self, describe):
+        d = {"layers": [describe(x) for x in self.layers]}
+        if self.input_norm != "mean":
+            d["input_norm"] = self.input_norm
+        return d
+
+    @classmethod
+    def _from_description(cls, params, build):
+        layers = build("layers")
+        norm = params.pop("input_norm", "mean")
+        _no_extra_params(cls, params)
+        return cls(*layers, input_norm=norm)
+
     @property
     def _input_norm(self):
         return self.input_norm
@@ -1263,6 +1320,15 @@ class Sum(Layer):
     def _children(self):
         return self.branches
 
+    def _describe(self, describe):
+        return {"branches": [describe(b) for b in self.branches]}
+
+    @classmethod
+    def _from_description(cls, params, build):
+        branches = build("branches")
+        _no_extra_params(cls, params)
+        return cls(*branches)
+
     def _gaussian_out(self, gaussian):
         # A sum of independent Gaussian branches is Gaussian; a sum involving a
         # post-nonlinearity branch is not a valid nonlinearity input.
@@ -1345,6 +1411,15 @@ class Tap(Layer):
 
     def _children(self):
         return (self.readout,)
+
+    def _describe(self, describe):
+        return {"layers": [describe(x) for x in self.readout.layers]}
+
+    @classmethod
+    def _from_description(cls, params, build):
+        layers = build("layers")
+        _no_extra_params(cls, params)
+        return cls(*layers)
 
     def _gaussian_out(self, gaussian):
         self.readout._gaussian_out(gaussian)

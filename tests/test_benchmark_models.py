@@ -1,0 +1,109 @@
+"""The benchmarks' roofline helpers: the per-entry cost model and the measured FMA peak.
+
+``benchmarks/_cost_model.py`` counts flops from the architectures alone; its
+geometry must agree with the package's own shape rules, and its counts with a
+hand count from the formulas in its docstring.  ``benchmarks/_peak.py``
+measures the CPU's FMA throughput; it must report a consistent peak, or a
+clear reason when it cannot.
+"""
+
+import importlib.util
+import pathlib
+import shutil
+
+import pytest
+
+from sklearn_convkernel import arch as A
+from sklearn_convkernel.presets import from_ckn_kernel
+
+BENCH = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"bench{name}", BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+cm = _load("_cost_model")
+peak = _load("_peak")
+
+
+def test_cntk_flatten_hand_count():
+    # depth 1 on a 2x2 single-channel image, 3x3 windows, diagonal path (4 pairs):
+    # input 2C-1 = 1, window 2(k-1)+1 = 5 (first layer: Theta' = K' is free),
+    # ReLU NTK 48, read-out 1 add per tensor (K and Theta) = 2
+    c = cm.cntk(2, 2, 1, depth=1, readout="flatten", itemsize=8)
+    assert c.flops == {"input": 4, "window sums": 20, "nonlinearity": 192, "pooling": 0,
+                       "read-out": 8}
+    # a second layer carries K and Theta: two windows plus Theta += K
+    c2 = cm.cntk(2, 2, 1, depth=2, readout="flatten", itemsize=8)
+    assert c2.total_flops - c.total_flops == 4 * (5 + 5 + 1 + 48)
+
+
+def test_cntk_gap_is_the_flatten_count_over_all_position_pairs():
+    flat = cm.cntk(7, 5, 3, depth=4, readout="flatten", itemsize=4)
+    gap = cm.cntk(7, 5, 3, depth=4, readout="gap", itemsize=4)
+    assert gap.total_flops == flat.total_flops * 35
+    assert gap.total_bytes == flat.total_bytes * 35
+    # float64 streams twice the bytes of float32, the same flops
+    flat64 = cm.cntk(7, 5, 3, depth=4, readout="flatten", itemsize=8)
+    assert flat64.total_bytes == 2 * flat.total_bytes
+    assert flat64.total_flops == flat.total_flops
+    shares = flat.breakdown()
+    assert shares.startswith("input") and "pooling" not in shares
+
+
+@pytest.mark.parametrize("model", [
+    [{"npatch": 3, "subsampling": 2}, {"npatch": 3, "subsampling": 5}],
+    [{"npatch": 5, "subsampling": 2}, {"npatch": 3, "subsampling": 3, "pooling": "average"}],
+])
+@pytest.mark.parametrize("side", [28, 32])
+def test_ckn_sides_agree_with_the_architecture(model, side):
+    net = from_ckn_kernel(model)
+    # the spatial shape after each [patch conv, kernel, pool] triple of the package's network
+    shapes, shape = [], (side, side)
+    for layer in net.layers:
+        shape = layer.output_shape(shape)
+        if isinstance(layer, A._Pool):
+            shapes.append(shape[0])
+    assert [hp for _, hp in cm.ckn_layer_sides(side, model)] == shapes
+
+
+def test_ckn_cost_counts_pairs_per_layer():
+    model = [{"npatch": 3, "subsampling": 2}]
+    c = cm.ckn(8, 8, 1, model, ntk=False, itemsize=4)
+    # 8x8 -> gaussian pooling with subsampling 2: 3 (8 // 2 - 1) per side
+    assert c.flops["input"] == 8 ** 4
+    assert c.flops["window sums"] == 8 ** 4 * 2 * (3 - 1)
+    assert c.flops["nonlinearity"] == 8 ** 4 * cm.EXP_NNGP
+    assert c.flops["read-out"] == 3 ** 2
+    with pytest.raises(ValueError, match="square"):
+        cm.ckn(8, 6, 1, model, ntk=False, itemsize=4)
+
+
+def test_peak_reports_a_reason_without_fma(monkeypatch):
+    monkeypatch.setattr(peak, "_cpu_flags", lambda: set())
+    assert "error" in peak.measure_peak(1)
+
+
+def test_peak_reports_a_reason_without_a_compiler(monkeypatch):
+    monkeypatch.setattr(peak, "_cpu_flags", lambda: {"avx2", "fma"})
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setattr(peak.shutil, "which", lambda name: None)
+    out = peak.measure_peak(1)
+    assert "compiler" in out["error"]
+
+
+@pytest.mark.skipif(not ({"avx2", "fma"} <= peak._cpu_flags() or "avx512f" in peak._cpu_flags())
+                    or shutil.which("cc") is None, reason="needs x86-64 FMA and a C compiler")
+def test_peak_is_measured_and_consistent():
+    out = peak.measure_peak(2, n=200_000, reps=2)
+    assert "error" not in out, out.get("error")
+    rate, hz, units = out["widths"][out["best_width"]]
+    # a core of any x86-64 CPU of the last decade: 1..8 FMA units, 0.5..7 GHz
+    assert 1 <= units <= 8 and 5e8 < hz < 7e9
+    assert out["peak64"] == pytest.approx(2 * rate)
+    assert out["peak32"] == pytest.approx(2 * out["peak64"])
+    assert "GFLOP/s" in out["how"]
