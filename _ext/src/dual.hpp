@@ -128,21 +128,29 @@ inline void with_nonlinearity(int64_t fn, F&& f) {
     }
 }
 
+// a * a - b with a * a unrounded where the build has FMA (one rounding, as the
+// FMA builds have always contracted it), else two roundings.  Written out:
+// left to -ffp-contract, GCC picks a * a - b or a * a - (b's product) by the
+// shape of the code around it, so inlining alone changed the last bit.
+inline double square_minus(double a, double b) {
+#ifdef __FMA__
+    return std::fma(a, a, -b);
+#else
+    return a * a - b;
+#endif
+}
+
 // Exact values at a coincident point (same image, same position, rho = 1);
 // a zero variance gives rho := 0.
 inline void nonlin_coincident(int64_t fn, double p, double v, double& kv, double& dv) {
-    // erf first, at the top level of this function: its value is bitwise
-    // sensitive to how the compiler contracts a * a - 4 v^2 into an FMA
-    if (fn == FN_ERF) {
-        const double a = 1.0 + 2.0 * v;
-        kv = (2.0 / kPi) * asin_v(2.0 * v / a);
-        dv = (4.0 / kPi) / std::sqrt(a * a - 4.0 * v * v);
-        return;
-    }
     const bool zero = !(v > 0.0);
     with_nonlinearity(fn, [&](auto fc) {
         constexpr int FN = decltype(fc)::value;
-        if constexpr (FN == FN_RELU) {
+        if constexpr (FN == FN_ERF) {  // rho = 2V / (1 + 2V), any V >= 0
+            const double a = 1.0 + 2.0 * v;
+            kv = (2.0 / kPi) * asin_v(2.0 * v / a);
+            dv = (4.0 / kPi) / std::sqrt(square_minus(a, 4.0 * v * v));
+        } else if constexpr (FN == FN_RELU) {
             kv = zero ? 0.0 : 0.5 * v;
             dv = zero ? 0.25 : 0.5;
         } else if constexpr (FN == FN_ARCCOS1) {
@@ -157,7 +165,7 @@ inline void nonlin_coincident(int64_t fn, double p, double v, double& kv, double
         } else if constexpr (FN == FN_POLY) {
             kv = zero ? 0.0 : v;
             dv = zero ? (p == 1.0 ? 1.0 : 0.0) : p;
-        } else {  // FN_LINEAR (FN_ERF is handled above)
+        } else {  // FN_LINEAR
             kv = zero ? 0.0 : v;
             dv = 1.0;
         }
