@@ -49,15 +49,14 @@ Variant best_variant() {
 }  // namespace
 
 #if defined(CK_HAVE_AVX512)
-#define CK_DISPATCH(fn, ...)                                                   \
-    (best_variant() == V_AVX512 ? avx512::fn(__VA_ARGS__)                      \
-     : best_variant() == V_AVX2 ? avx2::fn(__VA_ARGS__)                        \
-                                : generic::fn(__VA_ARGS__))
+#define CK_DISPATCH(fn, ARGS)                     \
+    (best_variant() == V_AVX512 ? avx512::fn ARGS \
+     : best_variant() == V_AVX2 ? avx2::fn ARGS   \
+                                : generic::fn ARGS)
 #elif defined(CK_HAVE_AVX2)
-#define CK_DISPATCH(fn, ...) \
-    (best_variant() == V_AVX2 ? avx2::fn(__VA_ARGS__) : generic::fn(__VA_ARGS__))
+#define CK_DISPATCH(fn, ARGS) (best_variant() == V_AVX2 ? avx2::fn ARGS : generic::fn ARGS)
 #else
-#define CK_DISPATCH(fn, ...) generic::fn(__VA_ARGS__)
+#define CK_DISPATCH(fn, ARGS) generic::fn ARGS
 #endif
 
 #define CK_ABI_OP(NAME, V) {"op", "OP_" #NAME, V},
@@ -97,36 +96,11 @@ int ck_check_program(Program* prog, char* msg, int msg_len) {
     }
 }
 
-int ck_self_pass_f64(const Program* p, const double* X, int64_t n, double* tapes, double* so,
-                     char* msg, int len) {
-    return CK_DISPATCH(self_pass_f64, p, X, n, tapes, so, msg, len);
-}
-int ck_self_pass_f32(const Program* p, const float* X, int64_t n, float* tapes, float* so,
-                     char* msg, int len) {
-    return CK_DISPATCH(self_pass_f32, p, X, n, tapes, so, msg, len);
-}
-int ck_pair_tile_f64(const Program* p, const double* X, const double* tx, int64_t nx, int64_t x0,
-                     const double* Y, const double* ty, int64_t ny, int64_t y0, int upper,
-                     double* out, int64_t s0, int64_t s1, int64_t s2, char* msg, int len) {
-    return CK_DISPATCH(pair_tile_f64, p, X, tx, nx, x0, Y, ty, ny, y0, upper, out, s0, s1, s2,
-                       msg, len);
-}
-int ck_pair_tile_f32(const Program* p, const float* X, const float* tx, int64_t nx, int64_t x0,
-                     const float* Y, const float* ty, int64_t ny, int64_t y0, int upper,
-                     float* out, int64_t s0, int64_t s1, int64_t s2, char* msg, int len) {
-    return CK_DISPATCH(pair_tile_f32, p, X, tx, nx, x0, Y, ty, ny, y0, upper, out, s0, s1, s2,
-                       msg, len);
-}
-int ck_pair_list_f64(const Program* p, const double* X, const double* tx, int64_t nx,
-                     const double* Y, const double* ty, int64_t ny, const int64_t* ii,
-                     const int64_t* jj, int64_t n, double* out, char* msg, int len) {
-    return CK_DISPATCH(pair_list_f64, p, X, tx, nx, Y, ty, ny, ii, jj, n, out, msg, len);
-}
-int ck_pair_list_f32(const Program* p, const float* X, const float* tx, int64_t nx,
-                     const float* Y, const float* ty, int64_t ny, const int64_t* ii,
-                     const int64_t* jj, int64_t n, float* out, char* msg, int len) {
-    return CK_DISPATCH(pair_list_f32, p, X, tx, nx, Y, ty, ny, ii, jj, n, out, msg, len);
-}
+// each typed entry point dispatches to the same function of the chosen variant
+#define CK_DEFINE_ENTRY(NAME, T, SUFFIX, PARAMS, ARGS) \
+    int ck_##NAME##SUFFIX PARAMS { return CK_DISPATCH(NAME##SUFFIX, ARGS); }
+CK_ENTRY_POINTS(CK_DEFINE_ENTRY)
+#undef CK_DEFINE_ENTRY
 
 }  // extern "C"
 
