@@ -25,6 +25,9 @@ cdef extern from "convkernel/core.hpp" namespace "convkernel":
         int64_t tape_len
         int64_t n_outputs
         int32_t ntk
+        int64_t max_depth
+        int64_t max_size
+        int32_t checked
 
     ctypedef struct AbiEntry:
         const char* group
@@ -33,7 +36,7 @@ cdef extern from "convkernel/core.hpp" namespace "convkernel":
 
     const AbiEntry* ck_abi(int64_t* n)
     const char* ck_simd_variant() nogil
-    int ck_check_program(const Program* prog, char* msg, int msg_len) nogil
+    int ck_check_program(Program* prog, char* msg, int msg_len) nogil
     int ck_self_pass_f64(const Program* prog, const double* X, int64_t n,
                          double* tapes, double* self_out, char* msg, int msg_len) nogil
     int ck_self_pass_f32(const Program* prog, const float* X, int64_t n,
@@ -161,6 +164,7 @@ cdef class CompiledProgram:
         self.prog.tape_len = tape_len
         self.prog.n_outputs = n_outputs
         self.prog.ntk = 1 if ntk else 0
+        self.prog.checked = 0  # ck_check_program below sets it, with the buffer sizes
         self.tape_len = tape_len
         self.n_outputs = n_outputs
         self.image_size = height * width * channels

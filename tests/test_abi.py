@@ -103,3 +103,22 @@ def test_a_malformed_program_is_refused_with_bad_program():
         _core.CompiledProgram(np.ascontiguousarray(plan.ops[:, :-1]), plan.fops, plan.blob_i,
                               plan.blob_f, *plan.input_shape, plan.tape_len, plan.n_outputs,
                               False)
+
+
+def test_no_core_source_file_is_over_650_lines():
+    files = sorted((ROOT / "_ext" / "src").iterdir()) + \
+        sorted((ROOT / "_ext" / "include" / "convkernel").iterdir())
+    assert files
+    too_long = {f.name: n for f in files
+                if (n := len(f.read_text().splitlines())) > 650}
+    assert not too_long, too_long
+
+
+def test_the_engine_reads_columns_by_name():
+    """No raw column index (r[8], r[C_P0 + 1], f[0]) in the engine: abi.hpp names them."""
+    import re
+    for f in sorted((ROOT / "_ext" / "src").iterdir()):
+        text = f.read_text()
+        assert not re.search(r"\b(r|rn|nl|r0)\[\d+", text), f.name
+        assert not re.search(r"\b(f|nlf|fn_f)\[\d+\]", text), f.name
+        assert "C_P0" not in text, f.name

@@ -1,5 +1,9 @@
 """Gram engine boundaries: core errors become exceptions; any joblib backend works."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from joblib import parallel_config
@@ -80,28 +84,48 @@ def test_process_backends_give_the_same_gram():
 
 VARIANTS = ("generic", "avx2", "avx512")
 
+# The engine variant is chosen once per process (the environment is read on
+# the core's first use), so each variant runs in a child process of its own.
+_VARIANT_CHILD = """
+import sys
+import numpy as np
+from sklearn_convkernel import _core, conv_kernel
+from sklearn_convkernel.arch import (AvgPool, Conv, Dense, Erf, Flatten, GlobalAvgPool,
+                                     ReLU, Sequential)
+assert _core.simd_variant() == sys.argv[1], (_core.simd_variant(), sys.argv[1])
+X = np.random.default_rng(4).standard_normal((5, 7, 6, 3))
+archs = (  # the interpreter (full and diagonal mode) and the slab path
+    Sequential(Conv(3), Erf(), Conv(3), ReLU(), GlobalAvgPool(), Dense()),
+    Sequential(Conv(3, bias_var=0.1), ReLU(), Conv(3), ReLU(), Flatten(), Dense()),
+    Sequential(Conv(3, weight_var=2), ReLU(), AvgPool(2), Conv(2), ReLU(), GlobalAvgPool(),
+               Dense()),
+)
+out = {f"{dtype}-{kind}-{i}": conv_kernel(X, architecture=a, kind=kind, dtype=dtype)
+       for dtype in ("float64", "float32") for kind in ("nngp", "ntk")
+       for i, a in enumerate(archs)}
+np.savez(sys.argv[2], **out)
+"""
+
+
+def _variant_kernels(variant, path):
+    env = dict(os.environ, SKLEARN_CONVKERNEL_SIMD=variant)
+    subprocess.run([sys.executable, "-c", _VARIANT_CHILD, variant, str(path)], env=env,
+                   check=True)
+    return np.load(path)
+
 
 @pytest.mark.parametrize("variant", ["avx2", "avx512"])
-def test_simd_variants_agree(monkeypatch, variant):
+def test_simd_variants_agree(tmp_path, variant):
     best = _core.simd_variant()
     if VARIANTS.index(best) < VARIANTS.index(variant):
         pytest.skip(f"this CPU or build has no {variant} engine (best: {best})")
-    rng = np.random.default_rng(4)
-    X = rng.standard_normal((5, 7, 6, 3))
-    arch = Sequential(Conv(3, bias_var=0.1), ReLU(), Conv(3), ReLU(), Flatten(), Dense())
-    pooled = Sequential(Conv(3, weight_var=2), ReLU(), AvgPool(2), Conv(2), ReLU(),
-                        GlobalAvgPool(), Dense())
-    for dtype, rtol in ((np.float64, 1e-13), (np.float32, 1e-5)):
-        for kind in ("nngp", "ntk"):
-            for a in (ARCH, arch, pooled):
-                monkeypatch.setenv("SKLEARN_CONVKERNEL_SIMD", variant)
-                assert _core.simd_variant() == variant
-                fast = conv_kernel(X, architecture=a, kind=kind, dtype=dtype)
-                monkeypatch.setenv("SKLEARN_CONVKERNEL_SIMD", "generic")
-                assert _core.simd_variant() == "generic"
-                base = conv_kernel(X, architecture=a, kind=kind, dtype=dtype)
-                monkeypatch.delenv("SKLEARN_CONVKERNEL_SIMD")
-                np.testing.assert_allclose(fast, base, rtol=rtol)
+    fast = _variant_kernels(variant, tmp_path / "fast.npz")
+    base = _variant_kernels("generic", tmp_path / "base.npz")
+    assert sorted(fast.files) == sorted(base.files) and len(fast.files) == 12
+    for key in base.files:
+        rtol = 1e-13 if key.startswith("float64") else 1e-5
+        assert fast[key].dtype == base[key].dtype
+        np.testing.assert_allclose(fast[key], base[key], rtol=rtol, err_msg=key)
 
 
 def test_nested_taps_are_numbered_in_order_of_appearance():

@@ -15,7 +15,7 @@ namespace {
 
 enum Variant { V_GENERIC = 0, V_AVX2 = 1, V_AVX512 = 2 };
 
-Variant best_variant() {
+Variant detect_variant() {
     int best = V_GENERIC;
 #if defined(CK_HAVE_AVX2) || defined(CK_HAVE_AVX512)
     __builtin_cpu_init();
@@ -40,18 +40,23 @@ Variant best_variant() {
     return (Variant)best;
 }
 
+// Chosen once per process (the environment is read on the first call).
+Variant best_variant() {
+    static const Variant chosen = detect_variant();
+    return chosen;
+}
+
 }  // namespace
 
 #if defined(CK_HAVE_AVX512)
-#define CK_DISPATCH(fn, ...)                                                   \
-    (best_variant() == V_AVX512 ? avx512::fn(__VA_ARGS__)                      \
-     : best_variant() == V_AVX2 ? avx2::fn(__VA_ARGS__)                        \
-                                : generic::fn(__VA_ARGS__))
+#define CK_DISPATCH(fn, ARGS)                     \
+    (best_variant() == V_AVX512 ? avx512::fn ARGS \
+     : best_variant() == V_AVX2 ? avx2::fn ARGS   \
+                                : generic::fn ARGS)
 #elif defined(CK_HAVE_AVX2)
-#define CK_DISPATCH(fn, ...) \
-    (best_variant() == V_AVX2 ? avx2::fn(__VA_ARGS__) : generic::fn(__VA_ARGS__))
+#define CK_DISPATCH(fn, ARGS) (best_variant() == V_AVX2 ? avx2::fn ARGS : generic::fn ARGS)
 #else
-#define CK_DISPATCH(fn, ...) generic::fn(__VA_ARGS__)
+#define CK_DISPATCH(fn, ARGS) generic::fn ARGS
 #endif
 
 #define CK_ABI_OP(NAME, V) {"op", "OP_" #NAME, V},
@@ -79,45 +84,23 @@ const char* ck_simd_variant(void) {
     return names[best_variant()];
 }
 
-int ck_check_program(const Program* prog, char* msg, int msg_len) {
+int ck_check_program(Program* prog, char* msg, int msg_len) {
     Error err{msg, msg_len};
+    prog->checked = 0;
     try {
-        return check_program_impl(*prog, nullptr, nullptr, err);
+        const int status = check_program_impl(*prog, &prog->max_depth, &prog->max_size, err);
+        prog->checked = status == STATUS_OK;
+        return status;
     } catch (...) {
         return err.fail(STATUS_NO_MEMORY, "out of memory while checking the program");
     }
 }
 
-int ck_self_pass_f64(const Program* p, const double* X, int64_t n, double* tapes, double* so,
-                     char* msg, int len) {
-    return CK_DISPATCH(self_pass_f64, p, X, n, tapes, so, msg, len);
-}
-int ck_self_pass_f32(const Program* p, const float* X, int64_t n, float* tapes, float* so,
-                     char* msg, int len) {
-    return CK_DISPATCH(self_pass_f32, p, X, n, tapes, so, msg, len);
-}
-int ck_pair_tile_f64(const Program* p, const double* X, const double* tx, int64_t nx, int64_t x0,
-                     const double* Y, const double* ty, int64_t ny, int64_t y0, int upper,
-                     double* out, int64_t s0, int64_t s1, int64_t s2, char* msg, int len) {
-    return CK_DISPATCH(pair_tile_f64, p, X, tx, nx, x0, Y, ty, ny, y0, upper, out, s0, s1, s2,
-                       msg, len);
-}
-int ck_pair_tile_f32(const Program* p, const float* X, const float* tx, int64_t nx, int64_t x0,
-                     const float* Y, const float* ty, int64_t ny, int64_t y0, int upper,
-                     float* out, int64_t s0, int64_t s1, int64_t s2, char* msg, int len) {
-    return CK_DISPATCH(pair_tile_f32, p, X, tx, nx, x0, Y, ty, ny, y0, upper, out, s0, s1, s2,
-                       msg, len);
-}
-int ck_pair_list_f64(const Program* p, const double* X, const double* tx, int64_t nx,
-                     const double* Y, const double* ty, int64_t ny, const int64_t* ii,
-                     const int64_t* jj, int64_t n, double* out, char* msg, int len) {
-    return CK_DISPATCH(pair_list_f64, p, X, tx, nx, Y, ty, ny, ii, jj, n, out, msg, len);
-}
-int ck_pair_list_f32(const Program* p, const float* X, const float* tx, int64_t nx,
-                     const float* Y, const float* ty, int64_t ny, const int64_t* ii,
-                     const int64_t* jj, int64_t n, float* out, char* msg, int len) {
-    return CK_DISPATCH(pair_list_f32, p, X, tx, nx, Y, ty, ny, ii, jj, n, out, msg, len);
-}
+// each typed entry point dispatches to the same function of the chosen variant
+#define CK_DEFINE_ENTRY(NAME, T, SUFFIX, PARAMS, ARGS) \
+    int ck_##NAME##SUFFIX PARAMS { return CK_DISPATCH(NAME##SUFFIX, ARGS); }
+CK_ENTRY_POINTS(CK_DEFINE_ENTRY)
+#undef CK_DEFINE_ENTRY
 
 }  // extern "C"
 

@@ -1,6 +1,6 @@
 // The engine compiled for one instruction set: AVX2 + FMA (built with -mavx2 -mfma; used only on CPUs that have them).
 #define CK_ARCH avx2
-#include "engine.hpp"
+#include "interpreter.hpp"
 #include "variants.hpp"
 
 namespace convkernel {

@@ -2,7 +2,7 @@
 // (built with -mavx512f -mavx512dq -mavx512vl -mavx512bw -mfma
 // -mprefer-vector-width=512; used only on CPUs and kernels that support it).
 #define CK_ARCH avx512
-#include "engine.hpp"
+#include "interpreter.hpp"
 #include "variants.hpp"
 
 namespace convkernel {

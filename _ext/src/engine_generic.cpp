@@ -1,6 +1,6 @@
 // The engine compiled for one instruction set: the baseline of the target (any CPU).
 #define CK_ARCH generic
-#include "engine.hpp"
+#include "interpreter.hpp"
 #include "variants.hpp"
 
 namespace convkernel {

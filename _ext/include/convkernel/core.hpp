@@ -65,6 +65,10 @@ struct Program {
     int64_t tape_len;       // self-variance values recorded per image
     int64_t n_outputs;      // read-outs per pair
     int32_t ntk;            // 1: propagate Theta and output it; 0: output K
+    // written by ck_check_program: the deepest stack and the largest state (in
+    // elements) the engines size their buffers for, and 1 once it passed
+    int64_t max_depth, max_size;
+    int32_t checked;
 };
 
 // One named constant of the ABI, for the Python binding: group ("op", "fn",
@@ -85,43 +89,49 @@ const AbiEntry* ck_abi(int64_t* n);
 const char* ck_simd_variant(void);
 
 // Checks the program's structure once (op codes, shapes, stack discipline,
-// blob bounds).  Every other entry point assumes a checked program.
-int ck_check_program(const Program* prog, char* msg, int msg_len);
+// blob bounds) and records max_depth, max_size and checked in it.  The other
+// entry points run only a checked program (they refuse one whose `checked`
+// is 0) and never check it again.
+int ck_check_program(Program* prog, char* msg, int msg_len);
 
-// Self pass over n images X (n x H*W*C): writes the tapes (n x tape_len) and
+// The typed entry points, each signature written once: the list expands to
+// ck_<name>_f64 (T = double) and ck_<name>_f32 (T = float) here, to their
+// dispatch in core.cpp and to each engine variant's <name>_f64 / _f32
+// (variants.hpp, variant_entries.inc).  ENTRY(name, T, suffix, (parameters),
+// (arguments)).
+//
+// self_pass: over n images X (n x H*W*C): writes the tapes (n x tape_len) and
 // each image's own read-outs k(x, x) (n x n_outputs).
-int ck_self_pass_f64(const Program* prog, const double* X, int64_t n,
-                     double* tapes, double* self_out, char* msg, int msg_len);
-int ck_self_pass_f32(const Program* prog, const float* X, int64_t n,
-                     float* tapes, float* self_out, char* msg, int msg_len);
-
-// Pair pass over a tile: rows X (nx images, tapes_x) against columns Y (ny
-// images, tapes_y).  Output o of pair (i, j) goes to
-// out[o * s_out + i * s_row + j * s_col] (strides in elements).  With
-// upper_only, pairs whose global indices satisfy x0 + i >= y0 + j are skipped.
-int ck_pair_tile_f64(const Program* prog,
-                     const double* X, const double* tapes_x, int64_t nx, int64_t x0,
-                     const double* Y, const double* tapes_y, int64_t ny, int64_t y0,
-                     int upper_only, double* out,
-                     int64_t s_out, int64_t s_row, int64_t s_col,
-                     char* msg, int msg_len);
-int ck_pair_tile_f32(const Program* prog,
-                     const float* X, const float* tapes_x, int64_t nx, int64_t x0,
-                     const float* Y, const float* tapes_y, int64_t ny, int64_t y0,
-                     int upper_only, float* out,
-                     int64_t s_out, int64_t s_row, int64_t s_col,
-                     char* msg, int msg_len);
-
-// Pair pass over an explicit list of pairs (X[ii[t]], Y[jj[t]]), t < n_pairs:
+//
+// pair_tile: rows X (nx images, tapes_x) against columns Y (ny images,
+// tapes_y).  Output o of pair (i, j) goes to out[o * s_out + i * s_row + j *
+// s_col] (strides in elements).  With upper_only, pairs whose global indices
+// satisfy x0 + i >= y0 + j are skipped.
+//
+// pair_list: an explicit list of pairs (X[ii[t]], Y[jj[t]]), t < n_pairs:
 // output o of pair t goes to out[t * n_outputs + o].
-int ck_pair_list_f64(const Program* prog, const double* X, const double* tapes_x, int64_t nx,
-                     const double* Y, const double* tapes_y, int64_t ny,
-                     const int64_t* ii, const int64_t* jj, int64_t n_pairs, double* out,
-                     char* msg, int msg_len);
-int ck_pair_list_f32(const Program* prog, const float* X, const float* tapes_x, int64_t nx,
-                     const float* Y, const float* tapes_y, int64_t ny,
-                     const int64_t* ii, const int64_t* jj, int64_t n_pairs, float* out,
-                     char* msg, int msg_len);
+#define CK_TYPED_ENTRY_POINTS(ENTRY, T, SUFFIX)                                                   \
+    ENTRY(self_pass, T, SUFFIX,                                                                   \
+          (const Program* prog, const T* X, int64_t n, T* tapes, T* self_out, char* msg,          \
+           int msg_len),                                                                          \
+          (prog, X, n, tapes, self_out, msg, msg_len))                                            \
+    ENTRY(pair_tile, T, SUFFIX,                                                                   \
+          (const Program* prog, const T* X, const T* tapes_x, int64_t nx, int64_t x0, const T* Y, \
+           const T* tapes_y, int64_t ny, int64_t y0, int upper_only, T* out, int64_t s_out,       \
+           int64_t s_row, int64_t s_col, char* msg, int msg_len),                                 \
+          (prog, X, tapes_x, nx, x0, Y, tapes_y, ny, y0, upper_only, out, s_out, s_row, s_col,   \
+           msg, msg_len))                                                                         \
+    ENTRY(pair_list, T, SUFFIX,                                                                   \
+          (const Program* prog, const T* X, const T* tapes_x, int64_t nx, const T* Y,            \
+           const T* tapes_y, int64_t ny, const int64_t* ii, const int64_t* jj, int64_t n_pairs,   \
+           T* out, char* msg, int msg_len),                                                       \
+          (prog, X, tapes_x, nx, Y, tapes_y, ny, ii, jj, n_pairs, out, msg, msg_len))
+#define CK_ENTRY_POINTS(ENTRY) \
+    CK_TYPED_ENTRY_POINTS(ENTRY, double, _f64) CK_TYPED_ENTRY_POINTS(ENTRY, float, _f32)
+
+#define CK_DECLARE_ENTRY(NAME, T, SUFFIX, PARAMS, ARGS) int ck_##NAME##SUFFIX PARAMS;
+CK_ENTRY_POINTS(CK_DECLARE_ENTRY)
+#undef CK_DECLARE_ENTRY
 
 }  // extern "C"
 

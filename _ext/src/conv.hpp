@@ -1,0 +1,287 @@
+// Convolution on a workspace: the window mean of the covariance over pairs of
+// windows, K'[p, q] = w / |window| * sum_t K[p + t, q + t] + b (Theta: the
+// same map, plus K' when the weights are trainable).  Full tensors go block
+// by block (conv_full / conv_block); diagonal maps use conv_diag.  Mirrors
+// _reference.py's conv rule.
+#pragma once
+
+#include "engine.hpp"
+
+namespace convkernel {
+namespace CK_ARCH {
+
+// Convolution; when `nl` is given (the pair pass, full mode), the next
+// op's nonlinearity is applied to each output block while it is in cache.
+template <class T>
+inline void Engine<T>::op_conv(int64_t op, const int64_t* r, const double* f, const int64_t* nl,
+             const double* nlf, const T* tape_x,
+             const T* tape_y) {
+    State<T>& s = top();
+    const int64_t H = r[C_IN_H], W = r[C_IN_W], Ho = r[C_OUT_H], Wo = r[C_OUT_W];
+    const int64_t kh = r[C_CONV_KH], kw = r[C_CONV_KW];
+    // the axis tables of each conv op are built once per engine (per tile)
+    ConvAxis* ax = conv_axes_.data() + 2 * op;
+    if (ax[0].k == 0) {
+        ax[0].set(H, Ho, kh, r[C_CONV_SH], r[C_CONV_DH], r[C_CONV_PAD_H], r[C_CONV_CIRC_H] != 0);
+        ax[1].set(W, Wo, kw, r[C_CONV_SW], r[C_CONV_DW], r[C_CONV_PAD_W], r[C_CONV_CIRC_W] != 0);
+    }
+    axis_h_ = ax;
+    axis_w_ = ax + 1;
+    const bool trainable = r[C_CONV_TRAINABLE] != 0;
+    const T c = (T)(f[F_CONV_WEIGHT_VAR] / (double)(kh * kw));
+    const T b = (T)f[F_CONV_BIAS_VAR];
+    const bool full = s.full != 0;
+    const int64_t n_out = full ? Ho * Ho * Wo * Wo : Ho * Wo;
+    next_K_.resize((size_t)n_out);
+    if (ntk_) next_T_.resize((size_t)n_out);
+    if (full) {
+        scratch_.resize((size_t)(W * W));
+        if (axis_w_->contiguous && axis_w_->k <= kMaxTaps) conv_pad_layout(W);
+        if (nl) {
+            const int64_t HW = Ho * Wo, off = nl[C_NONLIN_TAPE], fn = nl[C_NONLIN_FN];
+            const double p = nonlin_param(nl, nlf);
+            const T* ix = tape_x + off;
+            const T* iy = tape_y + off;
+            Nl q{ix, ix + HW, iy, iy + HW, p};
+            with_nonlinearity(fn, [&](auto fc) {
+                conv_full<decltype(fc)::value>(s, c, b, trainable, q);
+            });
+        } else {
+            conv_full<-1>(s, c, b, trainable, Nl{});
+        }
+    } else {
+        T* oK = next_K_.data();
+        T* oT = ntk_ ? next_T_.data() : nullptr;
+        conv_diag(s.K.data(), oK, H, W, c, b);
+        if (ntk_) {
+            conv_diag(s.Th.data(), oT, H, W, c, T(0));
+            if (trainable) add_to(oK, oT, n_out);
+        }
+    }
+    s.K.swap(next_K_);
+    if (ntk_) s.Th.swap(next_T_);
+    s.h = Ho; s.w = Wo;
+    s.full = (int)r[C_MODE_OUT];  // a 1x1 output may switch to diagonal mode
+}
+
+// Full-mode convolution into next_K_/next_T_, output blocks visited along
+// diagonals (a2 - a constant) so that consecutive blocks share most of
+// their input blocks; FN >= 0 fuses that nonlinearity.
+template <class T>
+template <int FN>
+inline void Engine<T>::conv_full(State<T>& s, T c, T b, bool trainable, const Nl& q) {
+    const int64_t H = axis_h_->n_in, W = axis_w_->n_in, Ho = axis_h_->n_out, Wo = axis_w_->n_out;
+    const int64_t ob = Wo * Wo;
+    T* oK = next_K_.data();
+    T* oT = ntk_ ? next_T_.data() : nullptr;
+    for (int64_t d = -(Ho - 1); d < Ho; ++d) {
+        const int64_t a_lo = d < 0 ? -d : 0, a_hi = d < 0 ? Ho : Ho - d;
+        for (int64_t a = a_lo; a < a_hi; ++a) {
+            const int64_t a2 = a + d;
+            const int64_t o = (a * Ho + a2) * ob;
+            conv_block(s.K.data(), oK + o, a, a2, H, W, c, b);
+            if (ntk_) {
+                conv_block(s.Th.data(), oT + o, a, a2, H, W, c, T(0));
+                if (trainable) add_to(oK + o, oT + o, ob);
+            }
+            if (FN >= 0)
+                block_nonlin<FN>(oK + o, oT ? oT + o : nullptr, Wo, q.ix + a * Wo,
+                                 q.sx + a * Wo, q.iy + a2 * Wo, q.sy + a2 * Wo, q.p);
+        }
+    }
+}
+
+// One output block (a, a2) of a full tensor: o = c * (window sums) + b.
+// Height taps are summed into tmp (W x W) in one pass, then width taps
+// into o, every output element summing all its taps in registers and
+// being stored once (sum_rows); in the contiguous case (stride 1, zero
+// padding) the few border columns where some tap falls in the padding
+// are summed separately.
+template <class T>
+inline void Engine<T>::conv_block(const T* src, T* o, int64_t a, int64_t a2, int64_t H, int64_t W, T c,
+                T b) {
+    const int64_t blk = W * W;
+    T* tmp = scratch_.data();
+    const T* rows[kMaxTaps];
+    int nk = 0;
+    bool folded = false;  // very tall kernels: the first kMaxTaps taps summed into tmp
+    for (int64_t t = 0; t < axis_h_->k; ++t) {
+        const int64_t i1 = axis_h_->tab[(size_t)(t * axis_h_->n_out + a)];
+        const int64_t i2 = axis_h_->tab[(size_t)(t * axis_h_->n_out + a2)];
+        if (i1 < 0 || i2 < 0) continue;
+        const T* blk_src = src + (i1 * H + i2) * blk;
+        if (folded) {
+            add_to(blk_src, tmp, blk);
+        } else if (nk == kMaxTaps) {
+            sum_rows(rows, nk, tmp, blk, T(1), T(0));
+            add_to(blk_src, tmp, blk);
+            folded = true;
+        } else {
+            rows[nk++] = blk_src;
+        }
+    }
+    conv_block_rows(rows, nk, folded, o, W, c, b);
+}
+
+// The rest of conv_block, from the nk source blocks of the height taps
+// (or, when `folded`, their sum already in scratch_).
+template <class T>
+inline void Engine<T>::conv_block_rows(const T* const* rows, int nk, bool folded, T* o, int64_t W, T c, T b) {
+    const int64_t blk = W * W, Wo = axis_w_->n_out;
+    T* tmp = scratch_.data();
+    if (nk == 0 && !folded) {
+        std::fill(o, o + Wo * Wo, b);
+        return;
+    }
+    if (folded) {
+        // tmp holds the sum already
+    } else if (nk > 1) {
+        sum_rows(rows, nk, tmp, blk, T(1), T(0));
+    } else {
+        tmp = const_cast<T*>(rows[0]);  // a single tap: read the input block itself
+    }
+    if (axis_w_->contiguous && axis_w_->k <= kMaxTaps) {
+        // tmp copied into the zero-padded block of conv_pad_layout, where
+        // every width tap is a constant flat offset: one flat sum for the
+        // whole output block, then its rows are compacted into o
+        const int64_t Wp = block_pad_width_;
+        T* pad = block_padded_.data();
+        for (int64_t j = 0; j < W; ++j)
+            copy_row(pad + (block_pad_top_ + j) * Wp + block_pad_top_, tmp + j * W, W);
+        const T* rws[kMaxTaps];
+        for (int64_t t = 0; t < axis_w_->k; ++t)
+            rws[t] = pad + block_pad_top_ * (Wp + 1) + axis_w_->off[(size_t)t] * (Wp + 1);
+        T* wo = block_sums_.data();
+        sum_rows(rws, (int)axis_w_->k, wo, (Wo - 1) * Wp + Wo, c, b);
+        for (int64_t bb = 0; bb < Wo; ++bb)
+            copy_row(o + bb * Wo, wo + bb * Wp, Wo);
+    } else {
+        std::fill(o, o + Wo * Wo, T(0));
+        for (int64_t t = 0; t < axis_w_->k; ++t) {
+            const int64_t* tt = axis_w_->tab.data() + t * Wo;
+            for (int64_t bb = 0; bb < Wo; ++bb) {
+                const int64_t j1 = tt[bb];
+                if (j1 < 0) continue;
+                const T* row = tmp + j1 * W;
+                T* orow = o + bb * Wo;
+                for (int64_t b2 = 0; b2 < Wo; ++b2) {
+                    const int64_t j2 = tt[b2];
+                    orow[b2] += j2 >= 0 ? row[j2 >= 0 ? j2 : 0] : T(0);
+                }
+            }
+        }
+        for (int64_t t = 0; t < Wo * Wo; ++t) o[t] = c * o[t] + b;
+    }
+}
+
+// The zero-padded W x W block used by conv_block's width stage: the
+// block sits at rows/columns [top, top + W) of a (top + W + right + 1) x
+// (top + W + right) buffer whose padding is zeroed once per convolution.
+template <class T>
+inline void Engine<T>::conv_pad_layout(int64_t W) {
+    const int64_t Wo = axis_w_->n_out;
+    int64_t top = 0, right = 0;
+    for (int64_t t = 0; t < axis_w_->k; ++t) {
+        top = std::max(top, -axis_w_->off[(size_t)t]);
+        right = std::max(right, axis_w_->off[(size_t)t] + Wo - W);
+    }
+    block_pad_top_ = top;
+    block_pad_width_ = top + W + right;
+    block_padded_.assign((size_t)((block_pad_width_ + 1) * block_pad_width_), T(0));
+    block_sums_.resize((size_t)(Wo * block_pad_width_));
+}
+
+// Window sums of a diagonal-mode map (H x W) into o (Ho x Wo), o = c * sums + b.
+// Contiguous axes (stride 1, zero padding) run as long flat sums: the
+// map is copied into rows padded with zeros (stride Wp), so that the
+// width taps are constant offsets over the whole map; then the height
+// taps are constant offsets of whole padded rows over the band of output
+// rows where every tap is inside the input (the few border rows sum
+// their valid taps row by row); the result is compacted into o.
+template <class T>
+inline void Engine<T>::conv_diag(const T* src, T* o, int64_t H, int64_t W, T c, T b) {
+    const int64_t Ho = axis_h_->n_out, Wo = axis_w_->n_out;
+    if (!(axis_h_->contiguous && axis_w_->contiguous && axis_h_->k <= kMaxTaps && axis_w_->k <= kMaxTaps)) {
+        conv_diag_generic(src, o, W);
+        for (int64_t t = 0; t < Ho * Wo; ++t) o[t] = c * o[t] + b;
+        return;
+    }
+    int64_t PL = 0, PR = 0;
+    for (int64_t t = 0; t < axis_w_->k; ++t) {
+        const int64_t off = axis_w_->off[(size_t)t];
+        PL = std::max(PL, -off);
+        PR = std::max(PR, off + Wo - W);
+    }
+    const int64_t Wp = PL + W + PR;
+    // padded copy (one spare padded row at the end keeps every flat read in bounds)
+    diag_padded_.resize((size_t)((H + 1) * Wp));
+    T* pad = diag_padded_.data();
+    for (int64_t i = 0; i < H; ++i) {
+        T* row = pad + i * Wp;
+        std::fill(row, row + PL, T(0));
+        copy_row(row + PL, src + i * W, W);
+        std::fill(row + PL + W, row + Wp, T(0));
+    }
+    std::fill(pad + H * Wp, pad + (H + 1) * Wp, T(0));
+    // width taps: wsum[i * Wp + b] for b < Wo (columns Wo..Wp-1 are scratch)
+    diag_width_sums_.resize((size_t)(H * Wp));
+    T* wsum = diag_width_sums_.data();
+    const T* rows[kMaxTaps];
+    for (int64_t t = 0; t < axis_w_->k; ++t) rows[t] = pad + PL + axis_w_->off[(size_t)t];
+    sum_rows(rows, (int)axis_w_->k, wsum, H * Wp, T(1), T(0));
+    // height taps over padded rows
+    diag_height_sums_.resize((size_t)(Ho * Wp));
+    T* hs = diag_height_sums_.data();
+    int64_t Bl = 0, Bh = Ho;
+    for (int64_t t = 0; t < axis_h_->k; ++t) {
+        Bl = std::max(Bl, axis_h_->lo[(size_t)t]);
+        Bh = std::min(Bh, axis_h_->hi[(size_t)t]);
+    }
+    if (Bl < Bh) {
+        for (int64_t t = 0; t < axis_h_->k; ++t) rows[t] = wsum + (Bl + axis_h_->off[(size_t)t]) * Wp;
+        sum_rows(rows, (int)axis_h_->k, hs + Bl * Wp, (Bh - Bl) * Wp - (Wp - Wo), c, b);
+    } else {
+        Bl = Bh = Ho;
+    }
+    for (int64_t a = 0; a < Ho; ++a) {
+        if (a == Bl) a = Bh;
+        if (a >= Ho) break;
+        int nv = 0;
+        for (int64_t t = 0; t < axis_h_->k; ++t)
+            if (a >= axis_h_->lo[(size_t)t] && a < axis_h_->hi[(size_t)t])
+                rows[nv++] = wsum + (a + axis_h_->off[(size_t)t]) * Wp;
+        if (nv == 0)
+            std::fill(hs + a * Wp, hs + a * Wp + Wo, b);
+        else
+            sum_rows(rows, nv, hs + a * Wp, Wo, c, b);
+    }
+    for (int64_t a = 0; a < Ho; ++a)
+        copy_row(o + a * Wo, hs + a * Wp, Wo);
+}
+
+// Strided, dilated-with-stride or circular axes: tap tables.
+template <class T>
+inline void Engine<T>::conv_diag_generic(const T* src, T* o, int64_t W) {
+    const int64_t Ho = axis_h_->n_out, Wo = axis_w_->n_out;
+    scratch_.resize((size_t)(Ho * W));
+    T* tmp = scratch_.data();
+    std::fill(tmp, tmp + Ho * W, T(0));
+    for (int64_t t = 0; t < axis_h_->k; ++t)
+        for (int64_t a = 0; a < Ho; ++a) {
+            const int64_t i = axis_h_->tab[(size_t)(t * Ho + a)];
+            if (i >= 0) add_to(src + i * W, tmp + a * W, W);
+        }
+    std::fill(o, o + Ho * Wo, T(0));
+    for (int64_t a = 0; a < Ho; ++a) {
+        const T* row = tmp + a * W;
+        T* orow = o + a * Wo;
+        for (int64_t t = 0; t < axis_w_->k; ++t) {
+            const int64_t* tt = axis_w_->tab.data() + t * Wo;
+            for (int64_t bb = 0; bb < Wo; ++bb)
+                if (tt[bb] >= 0) orow[bb] += row[tt[bb]];
+        }
+    }
+}
+
+}  // namespace CK_ARCH
+}  // namespace convkernel

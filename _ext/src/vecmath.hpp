@@ -1,0 +1,343 @@
+// Vector math of the engine: branch-free polynomial arc-cosine / arc-sine /
+// exp that the compiler vectorises, and the row primitives every operation is
+// built from (adds, axpy, window sums of k rows held in registers, dot
+// products with independent partial sums).
+//
+// Like every engine header, compiled once per instruction-set variant
+// (engine_generic.cpp, engine_avx2.cpp, engine_avx512.cpp), each time in its
+// own namespace CK_ARCH; core.cpp picks one at run time.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+
+#include "internal.hpp"
+
+#if defined(__GNUC__)
+#define CK_INLINE inline __attribute__((always_inline))
+#else
+#define CK_INLINE inline
+#endif
+
+#ifndef CK_ARCH
+#error "define CK_ARCH (the namespace of this engine variant) before including the engine"
+#endif
+
+namespace convkernel {
+namespace CK_ARCH {
+
+// ---------------------------------------------------------------------------
+// vectorisable arc-cosine / arc-sine (double precision, ~1 ulp)
+// ---------------------------------------------------------------------------
+
+// asin(z) = z + z^3 Q(4 z^2) for z in [0, 1/2]: Q is a degree-12 Chebyshev
+// fit (max relative error 1.5e-17) of the Taylor series of (asin z - z)/z^3,
+// computed in 40-digit arithmetic.
+template <class C>
+CK_INLINE C asin_core(C z, C t) {
+    if constexpr (std::is_same<C, float>::value) {
+        // float: (asin z - z) / z^3 as a degree-4 Chebyshev fit in t = z^2 on
+        // [0, 1/4] (asin within 7.8e-8 relative, the float rounding level)
+        float q = 0.03808502480387688f;
+        q = q * t + 0.026554541662335396f;
+        q = q * t + 0.045001380145549774f;
+        q = q * t + 0.07498855143785477f;
+        q = q * t + 0.16666673123836517f;
+        return z + z * t * q;
+    } else {
+        const C u = C(4) * t;
+        C q = (C)1.714101515258644e-09;
+        q = q * u + (C)-3.540965812503625e-09;
+        q = q * u + (C)1.659477180737879e-08;
+        q = q * u + (C)2.081873595672744e-08;
+        q = q * u + (C)1.5751364670083281e-07;
+        q = q * u + (C)7.006333871572818e-07;
+        q = q * u + (C)3.4109406673713215e-06;
+        q = q * u + (C)1.6945696016474583e-05;
+        q = q * u + (C)8.7391300555273e-05;
+        q = q * u + (C)0.0004747178771645507;
+        q = q * u + (C)0.0027901785716472143;
+        q = q * u + (C)0.018749999999996082;
+        q = q * u + (C)0.16666666666666669;
+        return z + z * t * q;
+    }
+}
+
+// sqrt(1 - u) for u in [0, 1/4]: Chebyshev fits (computed in 50-digit
+// arithmetic) of degree 12 for double (max relative error 1.3e-16) and 5 for
+// float (6.9e-8); polynomial FMAs are cheaper than a second vector sqrt.
+template <class C>
+CK_INLINE C sqrt1m_poly(C u) {
+    if constexpr (std::is_same<C, float>::value) {
+        float p = -0.05078177526593208f;
+        p = p * u + -0.03161308914422989f;
+        p = p * u + -0.06352239847183228f;
+        p = p * u + -0.12493826448917389f;
+        p = p * u + -0.5000013709068298f;
+        p = p * u + 1.0f;
+        return p;
+    } else {
+        C p = (C)-0.034308838583332474;
+        p = p * u + (C)0.017190548009281534;
+        p = p * u + (C)-0.021194963521473254;
+        p = p * u + (C)-0.007446828865423663;
+        p = p * u + (C)-0.01375441009387522;
+        p = p * u + (C)-0.016027596302914372;
+        p = p * u + (C)-0.020515325325567758;
+        p = p * u + (C)-0.02734331164089207;
+        p = p * u + (C)-0.0390625163329017;
+        p = p * u + (C)-0.06249999963931342;
+        p = p * u + (C)-0.1250000000041244;
+        p = p * u + (C)-0.4999999999999815;
+        p = p * u + (C)1.0;
+        return p;
+    }
+}
+
+// The range reduction shared by the arc functions, for a = |x| in [0, 1]:
+// r = asin(z) with z = a when a <= 1/2, else z = sqrt((1 - a) / 2), so that
+// asin(a) = pi/2 - 2 r and acos(a) = 2 r there; t = z^2.  Returns whether
+// a > 1/2 (plain locals and a returned flag: the selects stay if-converted,
+// which a struct holding the flag defeated in GCC's vectoriser).
+template <class C>
+CK_INLINE bool asin_reduce(C a, C& r, C& t, C& z) {
+    const C tb = C(0.5) * (C(1) - a);
+    const C zb = std::sqrt(tb);
+    const bool big = a > C(0.5);
+    t = big ? tb : a * a;
+    z = big ? zb : a;
+    r = asin_core(z, t);
+    return big;
+}
+
+// acos(x) for x in [-1, 1], branch-free (both branches are computed and
+// selected, so that the loops calling it vectorise).
+template <class C>
+CK_INLINE C acos_v(C x) {
+    const C pi = (C)kPi;
+    C r, t, z;
+    const bool big = asin_reduce(std::fabs(x), r, t, z);
+    const C ac = big ? C(2) * r : C(0.5) * pi - r;  // acos(|x|)
+    return x < C(0) ? pi - ac : ac;
+}
+
+// acos(x) and sin(acos x) = sqrt(1 - x^2) for x in [-1, 1].  In float with a
+// single square root: for |x| <= 1/2, sqrt(1 - x^2) = S(x^2); above,
+// sqrt(1 - x^2) = 2 z S(z^2), S(u) = sqrt(1 - u) on [0, 1/4] (sqrt1m_poly).
+template <class C>
+CK_INLINE void acos_sin_v(C x, C& th, C& sn) {
+    const C pi = (C)kPi;
+    C r, t, z;
+    const bool big = asin_reduce(std::fabs(x), r, t, z);
+    const C ac = big ? C(2) * r : C(0.5) * pi - r;
+    th = x < C(0) ? pi - ac : ac;
+    if constexpr (std::is_same<C, float>::value)
+        sn = (big ? C(2) * z : C(1)) * sqrt1m_poly(t);
+    else  // measured: for double the second sqrt beats 13 more FMAs
+        sn = std::sqrt((C(1) - x) * (C(1) + x));
+}
+
+// asin(x) for x in [-1, 1], branch-free.
+template <class C>
+CK_INLINE C asin_v(C x) {
+    C r, t, z;
+    const bool big = asin_reduce(std::fabs(x), r, t, z);
+    const C as = big ? C(0.5) * (C)kPi - C(2) * r : r;  // asin(|x|)
+    return std::copysign(as, x);
+}
+
+template <class C>
+CK_INLINE C clamp1(C r) { return std::min(C(1), std::max(C(-1), r)); }
+
+// 2^k for the integer k held in the low mantissa bits of kk = k + 1.5 * 2^52
+// (double) or k + 1.5 * 2^23 (float): k moved into the exponent field.
+CK_INLINE double pow2_of_shifted(double kk) {
+    int64_t bits;
+    std::memcpy(&bits, &kk, sizeof bits);
+    bits = (bits - 0x4338000000000000LL + 1023) << 52;
+    double v;
+    std::memcpy(&v, &bits, sizeof v);
+    return v;
+}
+
+CK_INLINE float pow2_of_shifted(float kk) {
+    int32_t bits;
+    std::memcpy(&bits, &kk, sizeof bits);
+    bits = (bits - 0x4B400000 + 127) << 23;
+    float v;
+    std::memcpy(&v, &bits, sizeof v);
+    return v;
+}
+
+// exp(x), branch-free and vectorisable, in double (~1 ulp) or float: x is
+// clamped to the range where the result stays normal, x = k ln2 + r with
+// |r| <= ln2/2 (Cody-Waite split of ln2 whose high part has few enough
+// significant bits that k * ln2_hi is exact), e^r by its Taylor series
+// (degree 13 in double, truncation < 5e-18; 7 in float, < 6e-9), and 2^k
+// assembled in the exponent bits; the integer k is read off the mantissa of
+// x log2(e) + 1.5 * 2^52 (2^23 in float), with no float-to-integer
+// conversion (which AVX2 lacks for 64-bit integers).
+template <class F>
+struct ExpParams;
+
+template <>
+struct ExpParams<double> {
+    static constexpr double lo = -708.0, hi = 709.0, shifter = 6755399441055744.0;
+    static constexpr double log2e = 1.4426950408889634;
+    static constexpr double ln2_hi = 0.6931471803691238, ln2_lo = 1.9082149292705877e-10;
+    static constexpr int degree = 13;
+};
+
+template <>
+struct ExpParams<float> {
+    static constexpr float lo = -87.0f, hi = 88.0f, shifter = 12582912.0f;
+    static constexpr float log2e = 1.44269504088896341f;
+    static constexpr float ln2_hi = 0.693145751953125f, ln2_lo = 1.42860682030941723e-06f;
+    static constexpr int degree = 7;
+};
+
+// 1 / k! for k = 0..15 (k! is exact in double up to 18!)
+struct InvFactorials {
+    double v[16];
+    constexpr InvFactorials() : v() {
+        double f = 1.0;
+        for (int k = 0; k < 16; ++k) {
+            if (k > 1) f *= (double)k;
+            v[k] = 1.0 / f;
+        }
+    }
+};
+constexpr InvFactorials kInvFact{};
+
+template <class F>
+CK_INLINE F exp_t(F x) {
+    using P = ExpParams<F>;
+    x = std::min(P::hi, std::max(P::lo, x));
+    const F kk = x * P::log2e + P::shifter;
+    const F k = kk - P::shifter;
+    const F r = (x - k * P::ln2_hi) - k * P::ln2_lo;
+    F p = (F)kInvFact.v[P::degree];
+#pragma GCC unroll 16
+    for (int d = P::degree - 1; d >= 0; --d) p = p * r + (F)kInvFact.v[d];
+    return p * pow2_of_shifted(kk);
+}
+
+// ---------------------------------------------------------------------------
+// row primitives
+// ---------------------------------------------------------------------------
+
+template <class T>
+inline void add_to(const T* __restrict x, T* __restrict y, int64_t n) {
+    for (int64_t t = 0; t < n; ++t) y[t] += x[t];
+}
+
+template <class T>
+inline void axpy(T a, const T* __restrict x, T* __restrict y, int64_t n) {
+    for (int64_t t = 0; t < n; ++t) y[t] += a * x[t];
+}
+
+// A short row copied inline (vector moves; the build passes
+// -fno-tree-loop-distribute-patterns so that this stays a loop and not a
+// call to memcpy, whose call overhead dominates rows of a few dozen values).
+template <class T>
+CK_INLINE void copy_row(T* __restrict dst, const T* __restrict src, int64_t n) {
+    for (int64_t t = 0; t < n; ++t) dst[t] = src[t];
+}
+
+// Most taps one window sum folds in registers (taller kernels are summed in
+// several passes).
+constexpr int kMaxTaps = 16;
+
+// dst[t] = c * (src[0][t] + ... + src[K-1][t]) + b, each sum in registers.
+template <int K, class T>
+CK_INLINE void sum_rows_k(const T* const* src, T* __restrict dst, int64_t n, T c, T b) {
+    const T* s[K];
+    for (int k = 0; k < K; ++k) s[k] = src[k];
+    for (int64_t t = 0; t < n; ++t) {
+        T acc = s[0][t];
+#pragma GCC unroll 16
+        for (int k = 1; k < K; ++k) acc += s[k][t];
+        dst[t] = c * acc + b;
+    }
+}
+
+// The same for 1 <= k <= kMaxTaps sources (dst is none of them).
+template <class T>
+inline void sum_rows(const T* const* src, int k, T* dst, int64_t n, T c, T b) {
+    switch (k) {
+        case 1: sum_rows_k<1>(src, dst, n, c, b); break;
+        case 2: sum_rows_k<2>(src, dst, n, c, b); break;
+        case 3: sum_rows_k<3>(src, dst, n, c, b); break;
+        case 4: sum_rows_k<4>(src, dst, n, c, b); break;
+        case 5: sum_rows_k<5>(src, dst, n, c, b); break;
+        case 6: sum_rows_k<6>(src, dst, n, c, b); break;
+        case 7: sum_rows_k<7>(src, dst, n, c, b); break;
+        case 8: sum_rows_k<8>(src, dst, n, c, b); break;
+        case 9: sum_rows_k<9>(src, dst, n, c, b); break;
+        case 10: sum_rows_k<10>(src, dst, n, c, b); break;
+        case 11: sum_rows_k<11>(src, dst, n, c, b); break;
+        case 12: sum_rows_k<12>(src, dst, n, c, b); break;
+        case 13: sum_rows_k<13>(src, dst, n, c, b); break;
+        case 14: sum_rows_k<14>(src, dst, n, c, b); break;
+        case 15: sum_rows_k<15>(src, dst, n, c, b); break;
+        default: sum_rows_k<16>(src, dst, n, c, b); break;
+    }
+}
+
+// dst[t] = w[0] src[0][t] + ... + w[K-1] src[K-1][t], in registers.
+template <int K, class T>
+CK_INLINE void wsum_rows_k(const T* const* src, const T* w, T* __restrict dst, int64_t n) {
+    const T* s[K];
+    T c[K];
+    for (int k = 0; k < K; ++k) { s[k] = src[k]; c[k] = w[k]; }
+    for (int64_t t = 0; t < n; ++t) {
+        T acc = c[0] * s[0][t];
+#pragma GCC unroll 16
+        for (int k = 1; k < K; ++k) acc += c[k] * s[k][t];
+        dst[t] = acc;
+    }
+}
+
+// The same for any k >= 0 (beyond 8 sources, in passes of 8; dst is none of
+// the sources).
+template <class T>
+inline void wsum_rows(const T* const* src, const T* w, int64_t k, T* dst, int64_t n) {
+    if (k == 0) {
+        std::fill(dst, dst + n, T(0));
+        return;
+    }
+    const int64_t first = std::min<int64_t>(k, 8);
+    switch (first) {
+        case 1: wsum_rows_k<1>(src, w, dst, n); break;
+        case 2: wsum_rows_k<2>(src, w, dst, n); break;
+        case 3: wsum_rows_k<3>(src, w, dst, n); break;
+        case 4: wsum_rows_k<4>(src, w, dst, n); break;
+        case 5: wsum_rows_k<5>(src, w, dst, n); break;
+        case 6: wsum_rows_k<6>(src, w, dst, n); break;
+        case 7: wsum_rows_k<7>(src, w, dst, n); break;
+        default: wsum_rows_k<8>(src, w, dst, n); break;
+    }
+    for (int64_t u = first; u < k; ++u)
+        for (int64_t t = 0; t < n; ++t) dst[t] += w[u] * src[u][t];
+}
+
+// sum_t a[t] b[t] in double with 8 independent partial sums (one dependent
+// chain of additions would be latency-bound; these vectorise).  Used for
+// read-out weights (double x T) and channel sums (T x T).
+template <class A, class B>
+CK_INLINE double dot8(const A* __restrict a, const B* __restrict b, int64_t n) {
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t t = 0;
+    for (; t + 8 <= n; t += 8)
+#pragma GCC unroll 8
+        for (int u = 0; u < 8; ++u) acc[u] += (double)a[t + u] * (double)b[t + u];
+    double r = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; t < n; ++t) r += (double)a[t] * (double)b[t];
+    return r;
+}
+
+}  // namespace CK_ARCH
+}  // namespace convkernel
