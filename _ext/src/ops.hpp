@@ -159,12 +159,7 @@ inline bool Engine<T>::self_nonlin(int64_t fn, double p, int64_t off, T* K, T* T
 template <class T>
 inline void Engine<T>::pool_apply(const int64_t* r, const T* src, T* dst, bool full, int64_t H, int64_t W,
                 int64_t Ho, int64_t Wo) {
-    const int64_t* hp = P_.blob_i + r[C_POOL_H_PTR];
-    const int64_t* hi = P_.blob_i + r[C_POOL_H_IDX];
-    const double* hv = P_.blob_f + r[C_POOL_H_IDX];
-    const int64_t* wp = P_.blob_i + r[C_POOL_W_PTR];
-    const int64_t* wi = P_.blob_i + r[C_POOL_W_IDX];
-    const double* wv = P_.blob_f + r[C_POOL_W_IDX];
+    const auto [hp, hi, hv, wp, wi, wv] = pool_csr(P_, r);
     if (!full) {  // each output row has at most one tap: K'[a,b] = ph^2 pw^2 K[i,j]
         std::fill(dst, dst + Ho * Wo, T(0));
         for (int64_t a = 0; a < Ho; ++a)

@@ -31,12 +31,7 @@ inline void Engine<T>::add_reduction(int64_t k, int64_t H, int64_t W) {
         slab_chain_.push_back(k);
         return;
     }
-    const int64_t* hp = P_.blob_i + r[C_POOL_H_PTR];
-    const int64_t* hi = P_.blob_i + r[C_POOL_H_IDX];
-    const double* hv = P_.blob_f + r[C_POOL_H_IDX];
-    const int64_t* wp = P_.blob_i + r[C_POOL_W_PTR];
-    const int64_t* wi = P_.blob_i + r[C_POOL_W_IDX];
-    const double* wv = P_.blob_f + r[C_POOL_W_IDX];
+    const auto [hp, hi, hv, wp, wi, wv] = pool_csr(P_, r);
     Reduction red;
     red.hw.assign((size_t)H, 0.0);
     red.ww.assign((size_t)W, 0.0);
