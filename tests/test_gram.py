@@ -109,8 +109,10 @@ np.savez(sys.argv[2], **out)
 
 def _variant_kernels(variant, path):
     env = dict(os.environ, SKLEARN_CONVKERNEL_SIMD=variant)
+    # cwd: not the repository root, whose source tree (without the compiled
+    # core) would shadow the installed package on the child's sys.path
     subprocess.run([sys.executable, "-c", _VARIANT_CHILD, variant, str(path)], env=env,
-                   check=True)
+                   check=True, cwd=path.parent)
     return np.load(path)
 
 
