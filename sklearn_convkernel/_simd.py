@@ -62,7 +62,8 @@ MARGIN = 0.05
 #: Timed repetitions per variant and case (after one untimed warm-up); the best counts.
 REPEATS = 5
 
-#: Bumped whenever the micro-benchmark or the decision rule changes (part of the key).
+#: Bumped whenever the micro-benchmark (its cases, REPEATS) or the decision
+#: rule changes (part of the cache key).
 BENCHMARK_VERSION = 2
 
 _FORMAT = "sklearn-convkernel simd choice"
@@ -476,12 +477,11 @@ def format_report(report):
              f"supported: {', '.join(report['supported'])}"]
     if report["times"]:
         cases = sorted(next(iter(report["times"].values())))
-        lines.append("micro-benchmark (pair tile, thread CPU time, best of "
-                     f"{REPEATS}), ms: " + "; ".join(
-                         f"{v} " + ", ".join(f"{c} {1e3 * report['times'][v][c]:.3g}"
-                                             for c in cases)
-                         + f" (score {report['scores'][v]:.3f})"
-                         for v in report["supported"]))
+        lines.append(f"micro-benchmark: pair tile, ms of thread CPU time, best of {REPEATS}; "
+                     f"score = geometric mean of the times relative to {report['supported'][-1]}'s")
+        lines += [f"  {v:<8} " + ", ".join(f"{c} {1e3 * report['times'][v][c]:.3g}"
+                                           for c in cases)
+                  + f"; score {report['scores'][v]:.3f}" for v in report["supported"]]
     if report["cache_file"]:
         lines.append(f"cache: {report['cache_file']}")
     return "\n".join(lines)
