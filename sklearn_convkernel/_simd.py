@@ -11,9 +11,10 @@ variant of a process, once, on the core's first use:
    without measuring (the order of the instruction sets, the behaviour of
    versions before the measurement).
 2. Otherwise (unset, empty or ``auto``) the fastest variant of a short
-   micro-benchmark (:func:`measure`: pair tiles of a full-spatial and a
-   diagonal depth-3 ReLU network, float32 and float64, best of several
-   repetitions on the thread's CPU clock), measured **once per machine** and
+   micro-benchmark (:func:`measure`: pair tiles of depth-3 ReLU networks on
+   small images, with full spatial covariances, slab by slab and layer by
+   layer, and with spatial diagonals only; float32 and float64; best of
+   several repetitions on the thread's CPU clock), measured **once per machine** and
    cached in a small JSON file.  The widest variant is kept unless another
    one is faster by more than ``MARGIN`` (:func:`choose_variant`).
 
