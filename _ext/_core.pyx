@@ -25,6 +25,7 @@ cdef extern from "convkernel/core.hpp" namespace "convkernel":
         int64_t tape_len
         int64_t n_outputs
         int32_t ntk
+        int32_t variant
         int64_t max_depth
         int64_t max_size
         int32_t checked
@@ -35,7 +36,8 @@ cdef extern from "convkernel/core.hpp" namespace "convkernel":
         int64_t value
 
     const AbiEntry* ck_abi(int64_t* n)
-    const char* ck_simd_variant() nogil
+    const char* ck_simd_variant_name(int v)
+    int ck_simd_supported(int v)
     int ck_check_program(Program* prog, char* msg, int msg_len) nogil
     int ck_self_pass_f64(const Program* prog, const double* X, int64_t n,
                          double* tapes, double* self_out, char* msg, int msg_len) nogil
@@ -105,13 +107,66 @@ STATUS_NAMES = {
 }
 
 
-def simd_variant():
-    """The compiled engine variant used on this CPU: "avx512", "avx2" or "generic".
+def _variant_names():
+    names = []
+    while ck_simd_variant_name(len(names)) != NULL:
+        names.append(ck_simd_variant_name(len(names)).decode())
+    return tuple(names)
 
-    The environment variable SKLEARN_CONVKERNEL_SIMD=generic|avx2|avx512 asks
-    for a lower variant (e.g. ``generic`` forces the baseline engine).
+
+#: Every engine variant the core knows, in instruction-set order (each one's
+#: CPU needs those before it).
+VARIANTS = _variant_names()
+
+
+def simd_variants():
+    """The engine variants this build has and this CPU runs, in instruction-set order.
+
+    Returns
+    -------
+    tuple of str
+        A prefix of ``VARIANTS``: ``("generic",)``, ``("generic", "avx2")`` or
+        ``("generic", "avx2", "avx512")``; the last one is the widest.
     """
-    return ck_simd_variant().decode()
+    return tuple(name for code, name in enumerate(VARIANTS) if ck_simd_supported(code))
+
+
+def simd_variant():
+    """The engine variant this process runs: "avx512", "avx2" or "generic".
+
+    Chosen once per process, on the core's first use, by
+    ``sklearn_convkernel._simd`` (see :func:`simd_report` for why): the
+    environment variable ``SKLEARN_CONVKERNEL_SIMD=generic|avx2|avx512``
+    forces one (the best supported one at or below it), ``isa`` takes the
+    widest supported one, and by default the fastest of a short
+    micro-benchmark, measured once per machine and cached.
+    """
+    from sklearn_convkernel._simd import process_variant
+    return process_variant()
+
+
+def simd_report():
+    """What :func:`simd_variant` chose and why (see ``sklearn_convkernel._simd.simd_report``)."""
+    from sklearn_convkernel._simd import simd_report as report
+    return report()
+
+
+def _variant_code(variant):
+    if variant is None:
+        variant = simd_variant()
+    if variant not in VARIANTS or not ck_simd_supported(VARIANTS.index(variant)):
+        raise ValueError(f"variant={variant!r} is not an engine variant this CPU runs; "
+                         f"choose one of {simd_variants()} (or None: this process's)")
+    return VARIANTS.index(variant)
+
+
+def _restore_program(args, variant):
+    # unpickling: the variant the program was built with when this CPU runs it
+    # (the processes of one computation then agree bit for bit), else this
+    # process's own
+    if variant not in simd_variants():
+        variant = None
+    return CompiledProgram(*args, variant=variant)
 
 
 cdef object _raise(int status, char* msg):
@@ -131,19 +186,27 @@ def raise_status(int status, str text):
 
 
 cdef class CompiledProgram:
-    """A checked program: keeps the op tables alive and exposes the passes."""
+    """A checked program: keeps the op tables alive and exposes the passes.
+
+    ``variant`` names the engine variant its passes run with (one of
+    :func:`simd_variants`); None (the default) takes this process's,
+    :func:`simd_variant`.  A pickled program keeps its variant where the
+    unpickling CPU runs it.
+    """
 
     cdef Program prog
     cdef object _args
     cdef readonly int64_t tape_len, n_outputs, image_size
     cdef readonly bint ntk
+    cdef readonly str variant
 
     def __cinit__(self, const int64_t[:, ::1] ops, const double[:, ::1] fops,
                   const int64_t[::1] blob_i, const double[::1] blob_f,
                   int64_t height, int64_t width, int64_t channels,
-                  int64_t tape_len, int64_t n_outputs, bint ntk):
+                  int64_t tape_len, int64_t n_outputs, bint ntk, variant=None):
         cdef char msg[MSG_LEN]
         cdef int status
+        cdef int code = _variant_code(variant)
         if ops.shape[1] != _N_INT or fops.shape[1] != _N_FLOAT or ops.shape[0] != fops.shape[0]:
             raise ValueError(f"op tables must be (n_ops, {_N_INT}) int64 and "
                              f"(n_ops, {_N_FLOAT}) float64")
@@ -164,6 +227,8 @@ cdef class CompiledProgram:
         self.prog.tape_len = tape_len
         self.prog.n_outputs = n_outputs
         self.prog.ntk = 1 if ntk else 0
+        self.prog.variant = code
+        self.variant = VARIANTS[code]
         self.prog.checked = 0  # ck_check_program below sets it, with the buffer sizes
         self.tape_len = tape_len
         self.n_outputs = n_outputs
@@ -175,7 +240,7 @@ cdef class CompiledProgram:
             _raise(status, msg)
 
     def __reduce__(self):
-        return (CompiledProgram, self._args)
+        return (_restore_program, (self._args, self.variant))
 
     def self_pass(self, const real[:, ::1] X, real[:, ::1] tapes, real[:, ::1] self_out):
         """Run the self pass on the images X (n, H*W*C), filling tapes and self_out."""

@@ -26,7 +26,9 @@ a missing peer is reported in its row and everything else still runs):
   ``benchmarks/peers/setup_peers.sh`` (see benchmarks/README.md).
 
 After the table, the roofline: the CPU's double/single peak *measured* by an
-FMA micro-benchmark (``_peak.py``) and, per workload, the modelled flops and
+FMA micro-benchmark (``_peak.py``; also the peak of each engine variant's
+vector width, so that a variant's share of the CPU's true peak is stated)
+and, per workload, the modelled flops and
 bytes per kernel entry by operation (``_cost_model.py``) next to the
 measured time.
 
@@ -804,9 +806,10 @@ def _loadavg():
         return "?"
 
 
-def print_roofline(perf, info):
-    """Measured peak of the CPU; per workload the modelled cost of an entry by
-    operation; per timed row the achieved GFLOP/s and fraction of the peak."""
+def print_roofline(perf, info, variant):
+    """Measured peak of the CPU (and of the vector width of the engine
+    variant in use); per workload the modelled cost of an entry by operation;
+    per timed row the achieved GFLOP/s and fraction of the CPU's peak."""
     from _peak import measure_peak
 
     pk = measure_peak(info["cores"])
@@ -824,6 +827,13 @@ def print_roofline(perf, info):
               f"({pk['best_width']}-bit FMA);\n  {pk['how']};\n"
               f"  (the former assumption, 16 double flop/cycle at the /proc/cpuinfo clock: "
               f"{nominal / 1e9:.1f} GFLOP/s = {100 * nominal / peak64:.0f}% of this)")
+        widths = {"generic": "128-bit SSE2, no FMA", "avx2": "256-bit FMA",
+                  "avx512": "512-bit FMA"}
+        print("  peak per engine variant's vector width: " + "; ".join(
+            f"{v} ({widths[v]}) {p / 1e9:.1f} GFLOP/s double = {100 * p / peak64:.0f}%"
+            for v, p in pk["variant_peak64"].items())
+            + f" of the CPU's peak; the rows below ran '{variant}', and their % peak is of the "
+              "CPU's peak")
     print("  model of one kernel entry (benchmarks/_cost_model.py, from the architecture): "
           "flops by operation; bytes if every\n  operation streamed its tensors through "
           "memory (float32 / float64)")
@@ -855,15 +865,20 @@ def print_roofline(perf, info):
 
 def environment(args):
     info = cpu_info()
-    simd, t_build = "?", 0.0
+    simd, t_build = {"variant": "?"}, 0.0
     t0 = time.perf_counter()
-    try:  # import once first so that an editable rebuild does not land in a timing
-        p = subprocess.run([sys.executable, "-c", "import sklearn_convkernel, numpy; "
-                            "from sklearn_convkernel._core import simd_variant; "
-                            "print(simd_variant(), numpy.__version__)"],
+    try:  # import once first so that an editable rebuild does not land in a timing; this
+        # also makes the engine variant's choice (measured once per machine, then cached,
+        # so that the workers below read the same choice)
+        p = subprocess.run([sys.executable, "-c", "import json, sklearn_convkernel, numpy; "
+                            "from sklearn_convkernel._core import simd_report; "
+                            "print(json.dumps([simd_report(), numpy.__version__]))"],
                            cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=1800)
-        simd, npv = p.stdout.split()[-2:] if p.returncode == 0 else ("IMPORT-FAILED", "?")
-    except (subprocess.TimeoutExpired, ValueError):
+        if p.returncode == 0:
+            simd, npv = json.loads(p.stdout.splitlines()[-1])
+        else:
+            simd, npv = {"variant": "IMPORT-FAILED"}, "?"
+    except (subprocess.TimeoutExpired, ValueError, IndexError):
         npv = "?"
     t_build = time.perf_counter() - t0
     try:
@@ -928,9 +943,12 @@ def main():
     print(f"  machine: {info['model']}, {info['cores']} cores, {info['mhz']:.0f} MHz "
           f"(/proc/cpuinfo){', AVX-512 capable' if info['avx512'] else ''}; "
           f"numpy {npv}; python {platform.python_version()}")
-    print(f"  core: engine '{simd}' (SKLEARN_CONVKERNEL_SIMD="
+    print(f"  core: engine '{simd['variant']}' (SKLEARN_CONVKERNEL_SIMD="
           f"{os.environ.get('SKLEARN_CONVKERNEL_SIMD', 'auto')}), n_jobs={args.n_jobs}, "
           f"repo {head}; import/rebuild check {t_build:.1f} s")
+    if "supported" in simd:
+        from sklearn_convkernel._simd import format_report
+        print("    " + format_report(simd).replace("\n", "\n    "))
     if args.no_peer:
         print("  peers: none (--no-peer)")
     else:
@@ -997,7 +1015,7 @@ def main():
             print(f"\ntable CSV: {args.csv}")
 
         if perf:
-            print_roofline(perf, info)
+            print_roofline(perf, info, simd["variant"])
 
         if "W5" in wanted:
             run_w5(R, cfg, args.outdir, args.quick)

@@ -3,6 +3,10 @@
 gram computes an exact kernel matrix from .npy files into a resumable store
 (see sklearn_convkernel._gram_cli).
 
+info prints the version and the engine variant the compiled core runs on this
+machine, with the per-variant micro-benchmark behind the choice (see
+sklearn_convkernel._simd).
+
 demo classifies a part of the shipped Fashion-MNIST subset with the most
 accurate exact kernel that fits a time budget, next to the RBF baseline:
 
@@ -31,7 +35,8 @@ import time
 
 import numpy as np
 
-COMMANDS = ("demo", "gram")
+COMMANDS = ("demo", "gram", "info")
+INFO_HELP = "version, CPU and the compiled engine variant this machine runs (and why)"
 
 N_TRAIN_MAX = 2000
 N_TEST_MAX = 1000
@@ -66,7 +71,8 @@ def _build_parser(prog=None):
     epilog = "commands:\n" + "".join(
         f"  {name:<6}{help_}\n          example: {prog} {example}\n"
         for name, help_, example in (("demo", demo_help, DEMO_EXAMPLE),
-                                     ("gram", GRAM_HELP, GRAM_EXAMPLE))
+                                     ("gram", GRAM_HELP, GRAM_EXAMPLE),
+                                     ("info", INFO_HELP, "info"))
     ) + f"\n'{prog} COMMAND --help' describes a command's options."
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -77,6 +83,7 @@ def _build_parser(prog=None):
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_gram_parser(sub, prog)
+    sub.add_parser("info", help=INFO_HELP, description=INFO_HELP + ".")
     demo = sub.add_parser(
         "demo",
         help=demo_help,
@@ -113,6 +120,26 @@ def _build_parser(prog=None):
         "(default: %(default)s)",
     )
     return parser
+
+
+def run_info():
+    """Print the version, the CPU and the engine variant's choice; return the exit status."""
+    import platform
+
+    from sklearn_convkernel import __version__
+    from sklearn_convkernel._core import simd_report
+    from sklearn_convkernel._simd import format_report, machine_key
+
+    try:
+        report = simd_report()
+    except ValueError as exc:  # an unknown SKLEARN_CONVKERNEL_SIMD
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    _say(f"sklearn-convkernel {__version__}; python {platform.python_version()}, "
+         f"numpy {np.__version__}")
+    _say(f"CPU: {machine_key(report['supported'])['cpu']}")
+    _say(format_report(report))
+    return 0
 
 
 def _say(message):
@@ -427,6 +454,8 @@ def main(argv=None, prog=None):
         from sklearn_convkernel._gram_cli import run_gram
 
         return run_gram(args, parser.prog)
+    if args.command == "info":
+        return run_info()
     return 2  # pragma: no cover
 
 

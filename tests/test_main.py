@@ -112,3 +112,12 @@ def test_demo_help_is_plain_text(capsys):
     out = capsys.readouterr().out
     assert "--n-train" in out and "--budget" in out and "Fashion-MNIST" in out
     assert "``" not in out and ":class:" not in out
+
+
+def test_info_names_the_engine_variant_and_why(capsys):
+    from sklearn_convkernel import _core
+
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert f"engine variant: {_core.simd_variant()} ({_core.simd_report()['source']}" in out
+    assert "supported: " + ", ".join(_core.simd_variants()) in out

@@ -1,10 +1,11 @@
-// C ABI of the core: checks, and run-time dispatch to the best compiled
-// engine variant for this CPU (AVX-512, else AVX2+FMA, else the baseline).
-// The environment variable SKLEARN_CONVKERNEL_SIMD=generic|avx2|avx512 asks
-// for a variant (used by the tests to check them all); a variant the CPU or
-// the build lacks falls back to the best available one below it.
-#include <cstdlib>
-#include <cstring>
+// C ABI of the core: checks, and run-time dispatch of each program to the
+// compiled engine variant it asks for (Program::variant: the baseline, AVX2 +
+// FMA or AVX-512).  The core only answers which variants this build and CPU
+// support (ck_simd_supported) and refuses, at check time, a program asking for
+// another one; which variant a process uses (instruction-set order, a
+// measurement cached per machine, or SKLEARN_CONVKERNEL_SIMD) is decided in
+// Python (sklearn_convkernel/_simd.py), which writes it into every program.
+#include <cstdint>
 
 #include "convkernel/core.hpp"
 #include "internal.hpp"
@@ -13,48 +14,50 @@
 namespace convkernel {
 namespace {
 
-enum Variant { V_GENERIC = 0, V_AVX2 = 1, V_AVX512 = 2 };
+// Variant codes, in instruction-set order (each one's CPU needs those below it).
+enum Variant { V_GENERIC = 0, V_AVX2 = 1, V_AVX512 = 2, N_VARIANTS = 3 };
+const char* const kVariantNames[N_VARIANTS] = {"generic", "avx2", "avx512"};
 
-Variant detect_variant() {
-    int best = V_GENERIC;
+bool detect_supported(int v) {
+    if (v == V_GENERIC) return true;
+    bool ok = false;
 #if defined(CK_HAVE_AVX2) || defined(CK_HAVE_AVX512)
     __builtin_cpu_init();
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #endif
 #ifdef CK_HAVE_AVX2
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = V_AVX2;
+    if (v == V_AVX2) ok = avx2;
 #endif
 #ifdef CK_HAVE_AVX512
-    if (best == V_AVX2 && __builtin_cpu_supports("avx512f") &&
-        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512bw"))
-        best = V_AVX512;
+    if (v == V_AVX512)
+        ok = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw");
 #endif
-    const char* forced = std::getenv("SKLEARN_CONVKERNEL_SIMD");
-    if (forced) {
-        int want = best;
-        if (std::strcmp(forced, "generic") == 0) want = V_GENERIC;
-        else if (std::strcmp(forced, "avx2") == 0) want = V_AVX2;
-        else if (std::strcmp(forced, "avx512") == 0) want = V_AVX512;
-        if (want < best) best = want;
-    }
-    return (Variant)best;
+    return ok;
 }
 
-// Chosen once per process (the environment is read on the first call).
-Variant best_variant() {
-    static const Variant chosen = detect_variant();
-    return chosen;
+// Whether the build has variant v and the CPU can run it (asked once per process).
+bool supported(int64_t v) {
+    static const bool table[N_VARIANTS] = {detect_supported(V_GENERIC),
+                                           detect_supported(V_AVX2),
+                                           detect_supported(V_AVX512)};
+    return v >= 0 && v < N_VARIANTS && table[v];
 }
+
+// The variant a program runs with: the one it asks for once ck_check_program
+// accepted it, else the baseline (whose entry points refuse an unchecked
+// program), so that no unchecked variant code can reach a foreign instruction set.
+inline int variant_of(const Program* prog) { return prog->checked ? prog->variant : V_GENERIC; }
 
 }  // namespace
 
 #if defined(CK_HAVE_AVX512)
-#define CK_DISPATCH(fn, ARGS)                     \
-    (best_variant() == V_AVX512 ? avx512::fn ARGS \
-     : best_variant() == V_AVX2 ? avx2::fn ARGS   \
-                                : generic::fn ARGS)
+#define CK_DISPATCH(fn, ARGS)                          \
+    (variant_of(prog) == V_AVX512 ? avx512::fn ARGS    \
+     : variant_of(prog) == V_AVX2 ? avx2::fn ARGS      \
+                                  : generic::fn ARGS)
 #elif defined(CK_HAVE_AVX2)
-#define CK_DISPATCH(fn, ARGS) (best_variant() == V_AVX2 ? avx2::fn ARGS : generic::fn ARGS)
+#define CK_DISPATCH(fn, ARGS) (variant_of(prog) == V_AVX2 ? avx2::fn ARGS : generic::fn ARGS)
 #else
 #define CK_DISPATCH(fn, ARGS) generic::fn ARGS
 #endif
@@ -79,14 +82,17 @@ const AbiEntry* ck_abi(int64_t* n) {
     return kAbiTable;
 }
 
-const char* ck_simd_variant(void) {
-    static const char* names[] = {"generic", "avx2", "avx512"};
-    return names[best_variant()];
-}
+const char* ck_simd_variant_name(int v) { return v >= 0 && v < N_VARIANTS ? kVariantNames[v] : nullptr; }
+
+int ck_simd_supported(int v) { return supported(v) ? 1 : 0; }
 
 int ck_check_program(Program* prog, char* msg, int msg_len) {
     Error err{msg, msg_len};
     prog->checked = 0;
+    if (!supported(prog->variant))
+        return err.fail(STATUS_BAD_ARGUMENT,
+                        "engine variant %lld is not supported by this CPU or build "
+                        "(ck_simd_supported)", (long long)prog->variant);
     try {
         const int status = check_program_impl(*prog, &prog->max_depth, &prog->max_size, err);
         prog->checked = status == STATUS_OK;

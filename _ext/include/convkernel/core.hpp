@@ -65,6 +65,8 @@ struct Program {
     int64_t tape_len;       // self-variance values recorded per image
     int64_t n_outputs;      // read-outs per pair
     int32_t ntk;            // 1: propagate Theta and output it; 0: output K
+    int32_t variant;        // engine variant to run with (ck_simd_variant_name); the
+                            // check refuses one that ck_simd_supported denies
     // written by ck_check_program: the deepest stack and the largest state (in
     // elements) the engines size their buffers for, and 1 once it passed
     int64_t max_depth, max_size;
@@ -85,11 +87,15 @@ extern "C" {
 // Every constant of abi.hpp; *n receives their number.
 const AbiEntry* ck_abi(int64_t* n);
 
-// Name of the engine variant used on this CPU ("avx2" or "generic").
-const char* ck_simd_variant(void);
+// Engine variants, in instruction-set order: the name of variant code v
+// ("generic", "avx2", "avx512"; NULL past the last one), and whether this
+// build has it and this CPU runs it (1) or not (0).  The baseline is always
+// supported.
+const char* ck_simd_variant_name(int v);
+int ck_simd_supported(int v);
 
-// Checks the program's structure once (op codes, shapes, stack discipline,
-// blob bounds) and records max_depth, max_size and checked in it.  The other
+// Checks the program's structure once (supported variant, op codes, shapes,
+// stack discipline, blob bounds) and records max_depth, max_size and checked in it.  The other
 // entry points run only a checked program (they refuse one whose `checked`
 // is 0) and never check it again.
 int ck_check_program(Program* prog, char* msg, int msg_len);
