@@ -260,13 +260,23 @@ class _Factor:
                 stacklevel=5,
             )
         if self.L is None:
+            # K + reg has eigenvalues below -1e-6 of the mean diagonal: K itself
+            # is indefinite by more than the regulariser (an indefinite kernel,
+            # e.g. ShiftAverage(one_sided=True), or heavy rounding).  Flooring
+            # at a tiny value would put huge weights on K's negative
+            # directions (predictions at chance level); clip K's spectrum at 0
+            # instead (the nearest positive semi-definite matrix), then add reg.
             w, V = linalg.eigh(Areg, check_finite=False)
-            floor = max(float(w.max()), scale) * 1e-10
+            floor = max(self.reg, max(float(w.max()), scale) * 1e-10)
             n_low = int(np.sum(w < floor))
+            lowest = float(w.min()) - self.reg  # the smallest eigenvalue of K
             warnings.warn(
-                f"The training Gram matrix is not positive definite even with jitter "
-                f"({n_low} eigenvalues below {floor:.3g}); solving with an "
-                "eigen-decomposition and those eigenvalues floored. Increase alpha.",
+                f"The training Gram matrix is not positive semi-definite: its smallest "
+                f"eigenvalue is {lowest:.3g} ({lowest / scale:.1e} of its mean diagonal), "
+                f"beyond what alpha={self.reg / scale:.3g} (relative) absorbs. Solving with "
+                f"its negative spectrum clipped to 0 ({n_low} eigenvalues). If this is not "
+                "rounding, the kernel itself is indefinite (e.g. ShiftAverage(one_sided=True):"
+                " use one_sided=False); kernel ridge on an indefinite kernel is unreliable.",
                 RuntimeWarning,
                 stacklevel=5,
             )

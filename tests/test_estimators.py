@@ -172,6 +172,32 @@ def test_interpolation_with_singular_gram_warns_and_stays_finite(images):
     np.testing.assert_allclose(reg.predict(X[:10]), np.arange(10.0), atol=1e-6)
 
 
+def test_indefinite_gram_is_solved_with_its_negative_spectrum_clipped():
+    # An indefinite K (as ShiftAverage(one_sided=True) gives, far beyond
+    # rounding): the solver must not put huge weights on K's negative
+    # directions (it floored them at 1e-10 of the largest eigenvalue, and a
+    # one-sided LAP classifier predicted at chance level); it solves with the
+    # nearest positive semi-definite matrix instead, and says so.
+    from sklearn_convkernel._estimators import _Factor
+
+    rng = np.random.default_rng(0)
+    B = rng.standard_normal((30, 8))
+    u = rng.standard_normal(30)
+    u /= np.linalg.norm(u)
+    K = B @ B.T - 3.0 * np.outer(u, u)  # eigenvalue ~ -3, mean diagonal ~ 8
+    alpha = 1e-3
+    with pytest.warns(RuntimeWarning, match="not positive semi-definite.*clipped"):
+        f = _Factor(K, alpha)
+    wK, V = np.linalg.eigh(K)
+    assert wK.min() < -1.0
+    reg = alpha * np.mean(np.diag(K))
+    b = rng.standard_normal((30, 3))
+    expected = V @ ((V.T @ b) / (np.maximum(wK, 0.0) + reg)[:, None])
+    np.testing.assert_allclose(f.solve(b), expected, rtol=1e-8, atol=1e-10)
+    q = np.sum(((V.T @ b) ** 2) / (np.maximum(wK, 0.0) + reg)[:, None], axis=0)
+    np.testing.assert_allclose(f.quad(b.T), q, rtol=1e-8)
+
+
 def test_explicit_architecture_overrides_shorthand(images):
     X, y = images
     arch = small_arch()
