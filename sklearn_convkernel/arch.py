@@ -1011,8 +1011,9 @@ class ShiftAverage(Layer):
         over ``|d| <= 2 m`` of the two-sided average.  Cheaper (fewer
         displacements) but not positive semi-definite in general: on
         Fashion-MNIST Grams its most negative eigenvalue was seen from a few
-        percent of the mean diagonal up to the order of the diagonal itself, so kernel ridge needs an ``alpha`` above that (the
-        estimators warn when it does not, and clip the negative spectrum).
+        percent of the mean diagonal up to the order of the diagonal
+        itself, so kernel ridge needs an ``alpha`` above that (the estimators
+        warn when it does not, and clip the negative spectrum).
     circular : bool, default=False
         Let displacements wrap around the map (use with ``padding="circular"``
         convolutions).  Without it the read-out is the zero-padded version,
