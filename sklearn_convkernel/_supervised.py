@@ -210,6 +210,38 @@ def fit_head(F, Y, alphas):
     return np.atleast_2d(head.coef_).T, np.atleast_1d(head.intercept_), float(head.alpha_)
 
 
+def augment_images(X, max_shift, flip, rng):
+    """Randomly translated (zero-filled) and left-right flipped copies of images.
+
+    Every image (N, H, W, C) is translated by an offset drawn uniformly in
+    ``{-max_shift, ..., max_shift}`` along each axis independently (pixels
+    moved out of the frame are dropped, the uncovered border is 0) and, when
+    ``flip`` is true, mirrored left-right (along W) with probability 1/2.
+    The labels are unchanged; nothing is drawn from ``rng`` when
+    ``max_shift == 0`` and not ``flip``.
+
+    Returns a new array of the shape and dtype of X.
+    """
+    if max_shift == 0 and not flip:
+        return X.copy()
+    N, H, W = X.shape[:3]
+    out = np.zeros_like(X)
+    s = int(max_shift)
+    dy = rng.randint(-s, s + 1, size=N) if s else np.zeros(N, dtype=int)
+    dx = rng.randint(-s, s + 1, size=N) if s else np.zeros(N, dtype=int)
+    for a in range(-s, s + 1):
+        for c in range(-s, s + 1):
+            idx = np.flatnonzero((dy == a) & (dx == c))
+            if idx.size == 0 or abs(a) >= H or abs(c) >= W:
+                continue
+            out[idx, max(a, 0):H + min(a, 0), max(c, 0):W + min(c, 0)] = \
+                X[idx, max(-a, 0):H + min(-a, 0), max(-c, 0):W + min(-c, 0)]
+    if flip:
+        mirrored = np.flatnonzero(rng.random_sample(N) < 0.5)
+        out[mirrored] = out[mirrored, :, ::-1]
+    return out
+
+
 class _Adam:
     def __init__(self, params, beta1=0.9, beta2=0.999, eps=1e-8):
         self.b1, self.b2, self.eps = beta1, beta2, eps
@@ -299,6 +331,15 @@ class SupervisedCKNClassifier(ClassifierMixin, _CKNNetworkMixin, ImageInputMixin
     loss : {"squared_hinge", "squared"}, default="squared_hinge"
         Loss of the head's scores (targets +-1 per class) whose gradient
         trains the anchors; the head itself is always fitted by ridge.
+    augment_shift : int, default=0
+        Data augmentation of the anchor steps: every image of a mini-batch is
+        translated by a random offset of at most this many pixels along each
+        axis (zero fill, the uncovered border is 0).  The head refits and
+        the validation scores use the original images only.
+    augment_flip : bool, default=False
+        Also mirror every image of a mini-batch left-right with probability
+        1/2 (label-preserving for Fashion-MNIST-like data, not for digits or
+        text).
     image_shape : tuple (H, W) or (H, W, C), default=None
         Shape of one image when X is given as flat rows (one entry may be -1).
     dtype : {"float32", "float64"}, default="float32"
@@ -370,6 +411,8 @@ class SupervisedCKNClassifier(ClassifierMixin, _CKNNetworkMixin, ImageInputMixin
         "validation_fraction": [Interval(Real, 0, 1, closed="neither"), None],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "loss": [StrOptions(set(ANCHOR_LOSSES))],
+        "augment_shift": [Interval(Integral, 0, None, closed="left")],
+        "augment_flip": ["boolean"],
         "dtype": [StrOptions({"float32", "float64"})],
         "verbose": ["verbose"],
     }
@@ -378,7 +421,8 @@ class SupervisedCKNClassifier(ClassifierMixin, _CKNNetworkMixin, ImageInputMixin
                  kernel="exp", sigma=0.6, pooling="gaussian", n_patches=50000, kmeans_iter=10,
                  regularization=1e-3, alphas=(0.1, 1.0, 10.0), max_iter=10,
                  learning_rate=0.02, validation_fraction=0.2, n_iter_no_change=3,
-                 batch_size=64, loss="squared_hinge", image_shape=None,
+                 batch_size=64, loss="squared_hinge", augment_shift=0, augment_flip=False,
+                 image_shape=None,
                  dtype="float32", n_jobs=None, random_state=None, verbose=0):
         self.n_filters = n_filters
         self.patch_sizes = patch_sizes
@@ -396,6 +440,8 @@ class SupervisedCKNClassifier(ClassifierMixin, _CKNNetworkMixin, ImageInputMixin
         self.n_iter_no_change = n_iter_no_change
         self.batch_size = batch_size
         self.loss = loss
+        self.augment_shift = augment_shift
+        self.augment_flip = augment_flip
         self.image_shape = image_shape
         self.dtype = dtype
         self.n_jobs = n_jobs
@@ -548,7 +594,10 @@ class SupervisedCKNClassifier(ClassifierMixin, _CKNNetworkMixin, ImageInputMixin
             with blas_limit():
                 for s in range(steps_per_epoch):
                     batch = np.sort(order[s * bs:(s + 1) * bs])
-                    _, grads = self._loss_and_grads(Vs + [W, b], X4[batch], Y[batch])
+                    Xb = X4[batch]
+                    if self.augment_shift or self.augment_flip:
+                        Xb = augment_images(Xb, self.augment_shift, self.augment_flip, rng)
+                    _, grads = self._loss_and_grads(Vs + [W, b], Xb, Y[batch])
                     lr = 0.5 * (1.0 + np.cos(np.pi * step / total))
                     opt.step(Vs, grads[:L], [lr * scale for scale in lr_scales])
                     for V, scale in zip(Vs, lr_scales):  # keep moved anchors on the sphere
