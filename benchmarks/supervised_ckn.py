@@ -24,7 +24,7 @@ Models, both with ``random_state=0``, the same network (``--n-filters``):
     the same network and head as its warm start, anchors then trained end to
     end with a validation-based early stop (20 % of the training images held
     out), options ``--learning-rate``, ``--max-iter``, ``--augment-shift``,
-    ``--augment-flip``, ``--batch-size``.
+    ``--augment-flip``, ``--batch-size``, ``--loss``.
 
 Both run in float32 with ``--n-jobs`` threads.  Wall time is fit + predict
 (the test images and the validation pool).
@@ -64,6 +64,7 @@ def main(argv=None):
     p.add_argument("--learning-rate", type=float, default=None)
     p.add_argument("--max-iter", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--loss", choices=("squared_hinge", "squared"), default=None)
     p.add_argument("--augment-shift", type=int, default=None)
     p.add_argument("--augment-flip", type=int, choices=(0, 1), default=None)
     args = p.parse_args(argv)
@@ -111,7 +112,7 @@ def main(argv=None):
         record(f"CKNFeatures({nf}) + RidgeClassifierCV()", base, t0)
     if not args.skip_supervised:
         kw = {k: getattr(args, k) for k in ("learning_rate", "max_iter", "batch_size",
-                                             "augment_shift")
+                                             "augment_shift", "loss")
               if getattr(args, k) is not None}
         if args.augment_flip is not None:
             kw["augment_flip"] = bool(args.augment_flip)
