@@ -24,7 +24,7 @@ Models, both with ``random_state=0``, the same network (``--n-filters``):
     the same network and head as its warm start, anchors then trained end to
     end with a validation-based early stop (20 % of the training images held
     out), options ``--learning-rate``, ``--max-iter``, ``--augment-shift``,
-    ``--augment-flip``, ``--batch-size``, ``--loss``.
+    ``--augment-flip``, ``--batch-size``, ``--loss``, ``--n-iter-no-change``.
 
 Both run in float32 with ``--n-jobs`` threads.  Wall time is fit + predict
 (the test images and the validation pool).
@@ -63,6 +63,7 @@ def main(argv=None):
                    help="anchors per layer of both models (default: their default, 64 256)")
     p.add_argument("--learning-rate", type=float, default=None)
     p.add_argument("--max-iter", type=int, default=None)
+    p.add_argument("--n-iter-no-change", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--loss", choices=("squared_hinge", "squared"), default=None)
     p.add_argument("--augment-shift", type=int, default=None)
@@ -112,7 +113,7 @@ def main(argv=None):
         record(f"CKNFeatures({nf}) + RidgeClassifierCV()", base, t0)
     if not args.skip_supervised:
         kw = {k: getattr(args, k) for k in ("learning_rate", "max_iter", "batch_size",
-                                             "augment_shift", "loss")
+                                             "augment_shift", "loss", "n_iter_no_change")
               if getattr(args, k) is not None}
         if args.augment_flip is not None:
             kw["augment_flip"] = bool(args.augment_flip)
