@@ -24,7 +24,8 @@ Models, both with ``random_state=0``, the same network (``--n-filters``):
     the same network and head as its warm start, anchors then trained end to
     end with a validation-based early stop (20 % of the training images held
     out), options ``--learning-rate``, ``--max-iter``, ``--augment-shift``,
-    ``--augment-flip``, ``--batch-size``, ``--loss``, ``--n-iter-no-change``.
+    ``--augment-flip``, ``--batch-size``, ``--loss``, ``--n-iter-no-change``; ``--alphas`` sets
+    the ridge grid of both models.
 
 Both run in float32 with ``--n-jobs`` threads.  Wall time is fit + predict
 (the test images and the validation pool).
@@ -63,6 +64,8 @@ def main(argv=None):
                    help="anchors per layer of both models (default: their default, 64 256)")
     p.add_argument("--learning-rate", type=float, default=None)
     p.add_argument("--max-iter", type=int, default=None)
+    p.add_argument("--alphas", type=float, nargs="+", default=None,
+                   help="ridge penalties of both heads (default: 0.1 1 10, RidgeClassifierCV's)")
     p.add_argument("--n-iter-no-change", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--loss", choices=("squared_hinge", "squared"), default=None)
@@ -96,6 +99,8 @@ def main(argv=None):
                                           if Xva is not None else "")
           + f"; n_jobs={args.n_jobs}", flush=True)
     nf = tuple(args.n_filters)
+    head_kw = {"alphas": tuple(args.alphas)} if args.alphas else {}
+    alphas_txt = f"alphas={tuple(args.alphas)}" if args.alphas else ""
     rows = []
 
     def record(name, model, t0):
@@ -109,12 +114,13 @@ def main(argv=None):
         t0 = time.perf_counter()
         base = make_pipeline(CKNFeatures(nf, dtype="float32", n_jobs=args.n_jobs,
                                          random_state=0),
-                             RidgeClassifierCV()).fit(Xtr, ytr)
-        record(f"CKNFeatures({nf}) + RidgeClassifierCV()", base, t0)
+                             RidgeClassifierCV(**head_kw)).fit(Xtr, ytr)
+        record(f"CKNFeatures({nf}) + RidgeClassifierCV({alphas_txt})", base, t0)
     if not args.skip_supervised:
         kw = {k: getattr(args, k) for k in ("learning_rate", "max_iter", "batch_size",
                                              "augment_shift", "loss", "n_iter_no_change")
               if getattr(args, k) is not None}
+        kw.update(head_kw)
         if args.augment_flip is not None:
             kw["augment_flip"] = bool(args.augment_flip)
         t0 = time.perf_counter()
