@@ -138,9 +138,10 @@ def test_early_stop_keeps_the_best_validation_iterate(small_fmnist):
 
 
 def test_no_better_epoch_returns_the_warm_start(small_fmnist):
-    # a huge step ruins the anchors: the warm start is kept, exactly
+    # a huge step ruins the anchors: the warm start is kept, exactly (the ridge grid is
+    # pinned: with penalties down to 1e-3 the warm start overfits these 80 images)
     Xtr, ytr, Xte, _ = small_fmnist
-    kw = dict(n_filters=(6, 8), random_state=0, dtype="float64")
+    kw = dict(n_filters=(6, 8), random_state=0, dtype="float64", alphas=(0.1, 1.0, 10.0))
     wrecked = SupervisedCKNClassifier(max_iter=2, learning_rate=5.0, n_iter_no_change=2,
                                       **kw).fit(Xtr, ytr)
     assert wrecked.n_iter_ == 2
@@ -218,3 +219,60 @@ def test_errors():
     with pytest.raises(ValueError, match="learning_rate has 3 entries"):
         SupervisedCKNClassifier(n_filters=3, patch_sizes=3, subsamplings=2, max_iter=1,
                                 learning_rate=[0.1, 0.1, 0.1]).fit(Xb, yb)
+
+
+def _augmentations_matching(x, o, max_shift, flips):
+    """The (flip, dy, dx) whose zero-filled translation of x (flipped or not) is o."""
+    H, W = x.shape[:2]
+    matches = []
+    for f in flips:
+        xs = x[:, ::-1] if f else x
+        for a in range(-max_shift, max_shift + 1):
+            for c in range(-max_shift, max_shift + 1):
+                ref = np.zeros_like(x)
+                ref[max(a, 0):H + min(a, 0), max(c, 0):W + min(c, 0)] = \
+                    xs[max(-a, 0):H + min(-a, 0), max(-c, 0):W + min(-c, 0)]
+                if np.array_equal(ref, o):
+                    matches.append((f, a, c))
+    return matches
+
+
+def test_augment_images_shifts_and_flips():
+    from sklearn_convkernel._supervised import augment_images
+    rng = np.random.default_rng(3)
+    X = rng.random((200, 7, 9, 2)).astype(np.float32) + 1.0  # no zero pixel
+    out = augment_images(X, 2, True, np.random.RandomState(0))
+    assert out.shape == X.shape and out.dtype == X.dtype
+    seen = set()
+    for x, o in zip(X, out):
+        # o is x itself (same row, hence same label), flipped or not, translated by
+        # exactly one offset of at most 2 pixels, zero fill
+        matches = _augmentations_matching(x, o, 2, (False, True))
+        assert len(matches) == 1, matches
+        seen.add(matches[0])
+    assert len(seen) > 30  # offsets and flips are drawn, not fixed
+    # no augmentation: a copy, nothing drawn from the generator
+    r = np.random.RandomState(5)
+    np.testing.assert_array_equal(augment_images(X, 0, False, r), X)
+    assert r.randint(1000) == np.random.RandomState(5).randint(1000)
+    # shift only: never flipped; flip only: never translated
+    for x, o in zip(X[:50], augment_images(X[:50], 1, False, np.random.RandomState(1))):
+        assert len(_augmentations_matching(x, o, 1, (False,))) == 1
+    flipped = augment_images(X[:50], 0, True, np.random.RandomState(2))
+    for x, o in zip(X[:50], flipped):
+        assert np.array_equal(o, x) or np.array_equal(o, x[:, ::-1])
+    assert 0 < sum(not np.array_equal(o, x) for x, o in zip(X[:50], flipped)) < 50
+
+
+def test_augmented_training_is_seeded_and_changes_the_steps(small_fmnist):
+    Xtr, ytr, Xte, _ = small_fmnist
+    kw = dict(n_filters=(4, 6), max_iter=2, batch_size=50, augment_shift=1,
+              augment_flip=True, dtype="float64", random_state=0)
+    a = SupervisedCKNClassifier(**kw).fit(Xtr, ytr)
+    b = SupervisedCKNClassifier(**kw).fit(Xtr, ytr)
+    np.testing.assert_array_equal(a.decision_function(Xte), b.decision_function(Xte))
+    plain = SupervisedCKNClassifier(**{**kw, "augment_shift": 0, "augment_flip": False,
+                                       "validation_fraction": None}).fit(Xtr, ytr)
+    moved = SupervisedCKNClassifier(**{**kw, "validation_fraction": None}).fit(Xtr, ytr)
+    # the augmented anchor steps differ from the plain ones
+    assert not np.allclose(plain.layers_[0].anchors, moved.layers_[0].anchors)
