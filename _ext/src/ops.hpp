@@ -41,7 +41,9 @@ inline void Engine<T>::op_input(const int64_t* r, const double* f, const T* x, c
                         axpy((T)(scale * xp[c]), y_channel_major_.data() + c * H * W + i2 * W, dst, W);
                 }
     } else {
-        if (C < 8) {
+        if (C == 1) {  // one channel: the same products as one vector loop
+            for (int64_t p = 0; p < H * W; ++p) K[p] = (T)(scale * ((double)x[p] * (double)y[p]));
+        } else if (C < 8) {
             for (int64_t p = 0; p < H * W; ++p) {
                 double acc = 0.0;
                 for (int64_t c = 0; c < C; ++c) acc += (double)x[p * C + c] * (double)y[p * C + c];
