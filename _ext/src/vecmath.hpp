@@ -347,5 +347,19 @@ CK_INLINE double dot8(const A* __restrict a, const B* __restrict b, int64_t n) {
     return r;
 }
 
+// sum_t a[t] in double with 8 independent partial sums, as dot8 (the
+// diagonal read-outs: one dependent chain of n additions was latency-bound).
+template <class A>
+CK_INLINE double sum8(const A* __restrict a, int64_t n) {
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t t = 0;
+    for (; t + 8 <= n; t += 8)
+#pragma GCC unroll 8
+        for (int u = 0; u < 8; ++u) acc[u] += (double)a[t + u];
+    double r = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; t < n; ++t) r += (double)a[t];
+    return r;
+}
+
 }  // namespace CK_ARCH
 }  // namespace convkernel
