@@ -428,3 +428,37 @@ def test_many_input_channels_match_reference(name, dtype, tol):
         expected = reference_gram(X, Y, architecture=ARCHS[name], kind=kind)
         actual = conv_kernel(X, Y, architecture=ARCHS[name], kind=kind, dtype=dtype)
         assert rel_err(actual, expected) <= tol
+
+
+# The diagonal path's window sums (conv_diag): height taps straight from the
+# map's rows into zero-margined padded rows, then the width taps as strided
+# sums.  Large windows (all rows are border rows, windows wider than the map),
+# asymmetric and "valid" paddings (output narrower than the input), dilation,
+# and two convolutions of different geometry in a row (the padded layout is
+# rebuilt), in float64 and float32, against the oracle.
+LARGE_WINDOWS = {
+    "same-5-7-9": S(Conv(5, weight_var=2, bias_var=0.1), ReLU(), Conv(7, weight_var=2), ReLU(),
+                    Conv(9, weight_var=2, bias_var=0.3), ReLU(), Flatten(), Dense()),
+    "wider-than-map": S(Conv((3, 13), weight_var=2), ReLU(), Conv((11, 5), weight_var=2),
+                        ReLU(), Flatten()),
+    "valid-and-padded": S(Conv((5, 7), padding="valid", weight_var=2), ReLU(),
+                          Conv(7, padding=((4, 1), (0, 5)), weight_var=2, bias_var=0.2), ReLU(),
+                          Conv((2, 6), padding=3, weight_var=2), ReLU(), Flatten(), Dense()),
+    "dilated": S(Conv(5, dilation=2, weight_var=2), ReLU(),
+                 Conv((3, 4), dilation=(3, 1), padding="valid", weight_var=2), ReLU(), Flatten()),
+}
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 2e-6)])
+@pytest.mark.parametrize("name", sorted(LARGE_WINDOWS))
+def test_diagonal_window_sums_of_large_windows_match_reference(name, dtype, tol):
+    arch = LARGE_WINDOWS[name]
+    X = make_data("uniform", 1, (11, 9), 3, seed=21)
+    Y = make_data("normal", 2, (11, 9), 2, seed=22)[..., :1]
+    for kind in ("nngp", "ntk"):
+        expected = reference_gram(X, Y, architecture=arch, kind=kind)
+        got = conv_kernel(X, Y, architecture=arch, kind=kind, dtype=dtype)
+        assert rel_err(got, expected) <= tol, (kind, rel_err(got, expected))
+        expected = reference_gram(X, architecture=arch, kind=kind)
+        got = conv_kernel(X, architecture=arch, kind=kind, dtype=dtype)
+        assert rel_err(got, expected) <= tol, (kind, rel_err(got, expected))

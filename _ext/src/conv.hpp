@@ -192,12 +192,14 @@ inline void Engine<T>::conv_pad_layout(int64_t W) {
 }
 
 // Window sums of a diagonal-mode map (H x W) into o (Ho x Wo), o = c * sums + b.
-// Contiguous axes (stride 1, zero padding) run as long flat sums: the
-// map is copied into rows padded with zeros (stride Wp), so that the
-// width taps are constant offsets over the whole map; then the height
-// taps are constant offsets of whole padded rows over the band of output
-// rows where every tap is inside the input (the few border rows sum
-// their valid taps row by row); the result is compacted into o.
+// Contiguous axes (stride 1, zero padding): the height taps first, straight
+// from the map's rows (constant row offsets over the band of output rows
+// where every tap is inside the input, one strided sum; the few border rows
+// sum their valid taps row by row), into the interior of rows padded with
+// zeros (stride Wp), so that the width taps are constant offsets; then one
+// strided sum of the width taps writes o.  The zero margins are written only
+// when the layout changes (they are never overwritten), so that no row is
+// copied.
 template <class T>
 inline void Engine<T>::conv_diag(const T* src, T* o, int64_t H, int64_t W, T c, T b) {
     const int64_t Ho = axis_h_->n_out, Wo = axis_w_->n_out;
@@ -213,33 +215,22 @@ inline void Engine<T>::conv_diag(const T* src, T* o, int64_t H, int64_t W, T c, 
         PR = std::max(PR, off + Wo - W);
     }
     const int64_t Wp = PL + W + PR;
-    // padded copy (one spare padded row at the end keeps every flat read in bounds)
-    diag_padded_.resize((size_t)((H + 1) * Wp));
-    T* pad = diag_padded_.data();
-    for (int64_t i = 0; i < H; ++i) {
-        T* row = pad + i * Wp;
-        std::fill(row, row + PL, T(0));
-        copy_row(row + PL, src + i * W, W);
-        std::fill(row + PL + W, row + Wp, T(0));
+    if (diag_pad_layout_[0] != Ho || diag_pad_layout_[1] != W || diag_pad_layout_[2] != PL ||
+        diag_pad_layout_[3] != Wp) {
+        diag_padded_.assign((size_t)(Ho * Wp), T(0));
+        diag_pad_layout_[0] = Ho; diag_pad_layout_[1] = W;
+        diag_pad_layout_[2] = PL; diag_pad_layout_[3] = Wp;
     }
-    std::fill(pad + H * Wp, pad + (H + 1) * Wp, T(0));
-    // width taps: wsum[i * Wp + b] for b < Wo (columns Wo..Wp-1 are scratch)
-    diag_width_sums_.resize((size_t)(H * Wp));
-    T* wsum = diag_width_sums_.data();
+    T* pad = diag_padded_.data() + PL;  // column 0 of the map in padded row 0
     const T* rows[kMaxTaps];
-    for (int64_t t = 0; t < axis_w_->k; ++t) rows[t] = pad + PL + axis_w_->off[(size_t)t];
-    sum_rows(rows, (int)axis_w_->k, wsum, H * Wp, T(1), T(0));
-    // height taps over padded rows
-    diag_height_sums_.resize((size_t)(Ho * Wp));
-    T* hs = diag_height_sums_.data();
     int64_t Bl = 0, Bh = Ho;
     for (int64_t t = 0; t < axis_h_->k; ++t) {
         Bl = std::max(Bl, axis_h_->lo[(size_t)t]);
         Bh = std::min(Bh, axis_h_->hi[(size_t)t]);
     }
     if (Bl < Bh) {
-        for (int64_t t = 0; t < axis_h_->k; ++t) rows[t] = wsum + (Bl + axis_h_->off[(size_t)t]) * Wp;
-        sum_rows(rows, (int)axis_h_->k, hs + Bl * Wp, (Bh - Bl) * Wp - (Wp - Wo), c, b);
+        for (int64_t t = 0; t < axis_h_->k; ++t) rows[t] = src + (Bl + axis_h_->off[(size_t)t]) * W;
+        sum_rows(rows, (int)axis_h_->k, pad + Bl * Wp, W, T(1), T(0), Bh - Bl, W, Wp);
     } else {
         Bl = Bh = Ho;
     }
@@ -249,14 +240,14 @@ inline void Engine<T>::conv_diag(const T* src, T* o, int64_t H, int64_t W, T c, 
         int nv = 0;
         for (int64_t t = 0; t < axis_h_->k; ++t)
             if (a >= axis_h_->lo[(size_t)t] && a < axis_h_->hi[(size_t)t])
-                rows[nv++] = wsum + (a + axis_h_->off[(size_t)t]) * Wp;
+                rows[nv++] = src + (a + axis_h_->off[(size_t)t]) * W;
         if (nv == 0)
-            std::fill(hs + a * Wp, hs + a * Wp + Wo, b);
+            std::fill(pad + a * Wp, pad + a * Wp + W, T(0));
         else
-            sum_rows(rows, nv, hs + a * Wp, Wo, c, b);
+            sum_rows(rows, nv, pad + a * Wp, W, T(1), T(0));
     }
-    for (int64_t a = 0; a < Ho; ++a)
-        copy_row(o + a * Wo, hs + a * Wp, Wo);
+    for (int64_t t = 0; t < axis_w_->k; ++t) rows[t] = pad + axis_w_->off[(size_t)t];
+    sum_rows(rows, (int)axis_w_->k, o, Wo, c, b, Ho, Wp, Wo);
 }
 
 // Strided, dilated-with-stride or circular axes: tap tables.

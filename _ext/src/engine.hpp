@@ -176,12 +176,9 @@ class Engine {
     void conv_pad_layout(int64_t W);
 
     // Window sums of a diagonal-mode map (H x W) into o (Ho x Wo), o = c * sums + b.
-    // Contiguous axes (stride 1, zero padding) run as long flat sums: the
-    // map is copied into rows padded with zeros (stride Wp), so that the
-    // width taps are constant offsets over the whole map; then the height
-    // taps are constant offsets of whole padded rows over the band of output
-    // rows where every tap is inside the input (the few border rows sum
-    // their valid taps row by row); the result is compacted into o.
+    // Contiguous axes: the height taps from the map's rows into rows padded
+    // with zeros (margins written once per layout), then the width taps as
+    // constant offsets of the padded rows, straight into o (no copies).
     void conv_diag(const T* src, T* o, int64_t H, int64_t W, T c, T b);
 
     // Strided, dilated-with-stride or circular axes: tap tables.
@@ -243,9 +240,10 @@ class Engine {
     const bool ntk_;
     std::vector<State<T>> stack_;
     int64_t sp_ = 0;
-    Buffer<T> next_K_, next_T_, scratch_, pool_height_, y_channel_major_, diag_padded_, diag_width_sums_, diag_height_sums_, block_padded_, block_sums_, pool_weights_;
+    Buffer<T> next_K_, next_T_, scratch_, pool_height_, y_channel_major_, diag_padded_, block_padded_, block_sums_, pool_weights_;
     std::vector<const T*> pool_rows_;
     int64_t block_pad_top_ = 0, block_pad_width_ = 0;
+    int64_t diag_pad_layout_[4] = {-1, -1, -1, -1};  // conv_diag's (Ho, W, PL, Wp)
     std::vector<double> self_factors_, self_diag_K_, self_diag_T_;
     std::vector<ConvAxis> conv_axes_;  // 2 per op (height, width), built on first use
     const ConvAxis* axis_h_ = nullptr;

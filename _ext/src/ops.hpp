@@ -41,7 +41,9 @@ inline void Engine<T>::op_input(const int64_t* r, const double* f, const T* x, c
                         axpy((T)(scale * xp[c]), y_channel_major_.data() + c * H * W + i2 * W, dst, W);
                 }
     } else {
-        if (C < 8) {
+        if (C == 1) {  // one channel: the same products as one vector loop
+            for (int64_t p = 0; p < H * W; ++p) K[p] = (T)(scale * ((double)x[p] * (double)y[p]));
+        } else if (C < 8) {
             for (int64_t p = 0; p < H * W; ++p) {
                 double acc = 0.0;
                 for (int64_t c = 0; c < C; ++c) acc += (double)x[p * C + c] * (double)y[p * C + c];
@@ -239,7 +241,7 @@ inline double Engine<T>::diag_sum(const Buffer<T>& M, const State<T>& s) const {
             for (int64_t j = 0; j < s.w; ++j)
                 acc += (double)M[(size_t)(((i * s.h + i) * s.w + j) * s.w + j)];
     } else {
-        for (int64_t p = 0; p < s.h * s.w; ++p) acc += (double)M[(size_t)p];
+        acc = sum8(M.data(), s.h * s.w);
     }
     return acc;
 }
@@ -260,11 +262,7 @@ template <class T>
 inline double Engine<T>::shift_sum(const Buffer<T>& M, const State<T>& s, const double* wh,
                  const double* ww) const {
     const int64_t H = s.h, W = s.w;
-    if (!s.full) {
-        double acc = 0.0;
-        for (int64_t p = 0; p < H * W; ++p) acc += (double)M[(size_t)p];
-        return wh[H - 1] * ww[W - 1] * acc;
-    }
+    if (!s.full) return wh[H - 1] * ww[W - 1] * sum8(M.data(), H * W);
     double acc = 0.0;
     for (int64_t i = 0; i < H; ++i)
         for (int64_t i2 = 0; i2 < H; ++i2) {

@@ -251,39 +251,47 @@ CK_INLINE void copy_row(T* __restrict dst, const T* __restrict src, int64_t n) {
 // several passes).
 constexpr int kMaxTaps = 16;
 
-// dst[t] = c * (src[0][t] + ... + src[K-1][t]) + b, each sum in registers.
+// dst[t] = c * (src[0][t] + ... + src[K-1][t]) + b, each sum in registers;
+// for rows > 1 the same over `rows` rows of n values, the sources advancing
+// by s_src and dst by s_dst from one row to the next (strided 2-D windows:
+// no padded copy or compaction of the rows is needed).
 template <int K, class T>
-CK_INLINE void sum_rows_k(const T* const* src, T* __restrict dst, int64_t n, T c, T b) {
+CK_INLINE void sum_rows_k(const T* const* src, T* __restrict dst, int64_t n, T c, T b,
+                          int64_t rows, int64_t s_src, int64_t s_dst) {
     const T* s[K];
     for (int k = 0; k < K; ++k) s[k] = src[k];
-    for (int64_t t = 0; t < n; ++t) {
-        T acc = s[0][t];
+    for (int64_t r = 0; r < rows; ++r, dst += s_dst) {
+        for (int64_t t = 0; t < n; ++t) {
+            T acc = s[0][t];
 #pragma GCC unroll 16
-        for (int k = 1; k < K; ++k) acc += s[k][t];
-        dst[t] = c * acc + b;
+            for (int k = 1; k < K; ++k) acc += s[k][t];
+            dst[t] = c * acc + b;
+        }
+        for (int k = 0; k < K; ++k) s[k] += s_src;
     }
 }
 
 // The same for 1 <= k <= kMaxTaps sources (dst is none of them).
 template <class T>
-inline void sum_rows(const T* const* src, int k, T* dst, int64_t n, T c, T b) {
+inline void sum_rows(const T* const* src, int k, T* dst, int64_t n, T c, T b, int64_t rows = 1,
+                     int64_t s_src = 0, int64_t s_dst = 0) {
     switch (k) {
-        case 1: sum_rows_k<1>(src, dst, n, c, b); break;
-        case 2: sum_rows_k<2>(src, dst, n, c, b); break;
-        case 3: sum_rows_k<3>(src, dst, n, c, b); break;
-        case 4: sum_rows_k<4>(src, dst, n, c, b); break;
-        case 5: sum_rows_k<5>(src, dst, n, c, b); break;
-        case 6: sum_rows_k<6>(src, dst, n, c, b); break;
-        case 7: sum_rows_k<7>(src, dst, n, c, b); break;
-        case 8: sum_rows_k<8>(src, dst, n, c, b); break;
-        case 9: sum_rows_k<9>(src, dst, n, c, b); break;
-        case 10: sum_rows_k<10>(src, dst, n, c, b); break;
-        case 11: sum_rows_k<11>(src, dst, n, c, b); break;
-        case 12: sum_rows_k<12>(src, dst, n, c, b); break;
-        case 13: sum_rows_k<13>(src, dst, n, c, b); break;
-        case 14: sum_rows_k<14>(src, dst, n, c, b); break;
-        case 15: sum_rows_k<15>(src, dst, n, c, b); break;
-        default: sum_rows_k<16>(src, dst, n, c, b); break;
+        case 1: sum_rows_k<1>(src, dst, n, c, b, rows, s_src, s_dst); break;
+        case 2: sum_rows_k<2>(src, dst, n, c, b, rows, s_src, s_dst); break;
+        case 3: sum_rows_k<3>(src, dst, n, c, b, rows, s_src, s_dst); break;
+        case 4: sum_rows_k<4>(src, dst, n, c, b, rows, s_src, s_dst); break;
+        case 5: sum_rows_k<5>(src, dst, n, c, b, rows, s_src, s_dst); break;
+        case 6: sum_rows_k<6>(src, dst, n, c, b, rows, s_src, s_dst); break;
+        case 7: sum_rows_k<7>(src, dst, n, c, b, rows, s_src, s_dst); break;
+        case 8: sum_rows_k<8>(src, dst, n, c, b, rows, s_src, s_dst); break;
+        case 9: sum_rows_k<9>(src, dst, n, c, b, rows, s_src, s_dst); break;
+        case 10: sum_rows_k<10>(src, dst, n, c, b, rows, s_src, s_dst); break;
+        case 11: sum_rows_k<11>(src, dst, n, c, b, rows, s_src, s_dst); break;
+        case 12: sum_rows_k<12>(src, dst, n, c, b, rows, s_src, s_dst); break;
+        case 13: sum_rows_k<13>(src, dst, n, c, b, rows, s_src, s_dst); break;
+        case 14: sum_rows_k<14>(src, dst, n, c, b, rows, s_src, s_dst); break;
+        case 15: sum_rows_k<15>(src, dst, n, c, b, rows, s_src, s_dst); break;
+        default: sum_rows_k<16>(src, dst, n, c, b, rows, s_src, s_dst); break;
     }
 }
 
@@ -336,6 +344,20 @@ CK_INLINE double dot8(const A* __restrict a, const B* __restrict b, int64_t n) {
         for (int u = 0; u < 8; ++u) acc[u] += (double)a[t + u] * (double)b[t + u];
     double r = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
     for (; t < n; ++t) r += (double)a[t] * (double)b[t];
+    return r;
+}
+
+// sum_t a[t] in double with 8 independent partial sums, as dot8 (the
+// diagonal read-outs: one dependent chain of n additions was latency-bound).
+template <class A>
+CK_INLINE double sum8(const A* __restrict a, int64_t n) {
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t t = 0;
+    for (; t + 8 <= n; t += 8)
+#pragma GCC unroll 8
+        for (int u = 0; u < 8; ++u) acc[u] += (double)a[t + u];
+    double r = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; t < n; ++t) r += (double)a[t];
     return r;
 }
 
