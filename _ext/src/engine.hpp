@@ -91,12 +91,12 @@ class Engine {
                                                const T* sx, const T* iy, const T* sy,
                                                double p);
 
-    // n entries, x-side factors ix[0], sx[0] where second[t] == 0 and ix[1],
-    // sx[1] elsewhere (a function of its own for the reason above).
+    // `count` runs of n entries, run c with x-side factors ix[2c], sx[2c]
+    // where second[t] == 0 and ix[2c + 1], sx[2c + 1] elsewhere.
     template <int FN>
-    __attribute__((noinline)) void nonlin_rows2(T* K, T* Th, int64_t n, const T* second,
-                                                const T* ix, const T* sx, const T* iy,
-                                                const T* sy, double p);
+    __attribute__((noinline)) void nonlin_rows2(T* K, T* Th, int64_t n, int64_t count,
+                                                const T* second, const T* ix, const T* sx,
+                                                const T* iy, const T* sy, double p);
 
     void slab_nonlin_block(int64_t fn, T* K, T* Th, int64_t W, const T* ix, const T* sx,
                            const T* iy, const T* sy, double p);

@@ -178,16 +178,14 @@ inline void Engine<T>::block_nonlin(T* K, T* Th, int64_t W, const T* ix, const T
     copy_row(sy2, sy, W);
     copy_row(sy2 + W, sy, W);
     for (int64_t t = 0; t < 2 * W; ++t) second[t] = t < W ? T(0) : T(1);
-    int64_t j = 0;
-    for (; j + 1 < W; j += 2)
-        nonlin_rows2<FN>(K + j * W, Th ? Th + j * W : nullptr, 2 * W, second, ix + j, sx + j,
-                         iy2, sy2, p);
+    const int64_t pairs = W / 2, j = 2 * pairs;
+    nonlin_rows2<FN>(K, Th, 2 * W, pairs, second, ix, sx, iy2, sy2, p);
     if (j < W) {  // the odd last row alone
         T* last = second + 2 * W;
         last[0] = last[1] = ix[j];
         last[2] = last[3] = sx[j];
-        nonlin_rows2<FN>(K + j * W, Th ? Th + j * W : nullptr, W, second, last, last + 2, iy2,
-                         sy2, p);
+        nonlin_rows2<FN>(K + j * W, Th ? Th + j * W : nullptr, W, 1, second, last, last + 2,
+                         iy2, sy2, p);
     }
 }
 
@@ -204,16 +202,22 @@ void Engine<T>::nonlin_flat(T* K, T* Th, int64_t n, const T* ix,
         nonlin_row<FN, false, false>(K, Th, n, ix, sx, iy, sy, p);
 }
 
-// n entries, x-side factors ix[0], sx[0] where second[t] == 0 and ix[1],
-// sx[1] elsewhere (a function of its own for the reason above).
+// `count` runs of n entries, run c with x-side factors ix[2c], sx[2c] where
+// second[t] == 0 and ix[2c + 1], sx[2c + 1] elsewhere (a function of its own
+// for the reason above; the loop over runs inside it keeps the vector loop's
+// set-up out of the runs).
 template <class T>
 template <int FN>
-void Engine<T>::nonlin_rows2(T* K, T* Th, int64_t n, const T* second, const T* ix,
-                             const T* sx, const T* iy, const T* sy, double p) {
-    if (ntk_)
-        nonlin_row<FN, true, 2>(K, Th, n, ix, sx, iy, sy, p, second);
-    else
-        nonlin_row<FN, false, 2>(K, Th, n, ix, sx, iy, sy, p, second);
+void Engine<T>::nonlin_rows2(T* K, T* Th, int64_t n, int64_t count, const T* second,
+                             const T* ix, const T* sx, const T* iy, const T* sy, double p) {
+    for (int64_t c = 0; c < count; ++c) {
+        if (ntk_)
+            nonlin_row<FN, true, 2>(K + c * n, Th + c * n, n, ix + 2 * c, sx + 2 * c, iy, sy, p,
+                                    second);
+        else
+            nonlin_row<FN, false, 2>(K + c * n, Th, n, ix + 2 * c, sx + 2 * c, iy, sy, p,
+                                     second);
+    }
 }
 
 template <class T>
