@@ -31,13 +31,17 @@ inline void position_factors(int64_t fn, const double* v, int64_t n, double* inv
     }
 }
 
-// One contiguous row of entries: K[t] (and Theta[t]) with x-side factors
-// (scalars when XS, else arrays) and y-side arrays.  p = 1/sigma^2 (exp) or
-// the degree (poly).
-template <int FN, bool NTK, bool XS, class T>
+// One contiguous row of entries: K[t] (and Theta[t]) with y-side arrays and
+// x-side factors by XS: 0 arrays, 1 scalars (ixa[0], sxa[0]), 2 two scalars,
+// ixa[0] where second[t] == 0 and ixa[1] elsewhere (two rows of a block in
+// one loop; a mask array, not t < split, which GCC's loop splitting would
+// cut back into two loops with a tail each).
+// p = 1/sigma^2 (exp) or the degree (poly).
+template <int FN, bool NTK, int XS, class T>
 CK_INLINE void nonlin_row(T* __restrict K, T* __restrict Th, int64_t n, const T* __restrict ixa,
                        const T* __restrict sxa, const T* __restrict iy,
-                       const T* __restrict sy, double pd) {
+                       const T* __restrict sy, double pd,
+                       const T* __restrict second = nullptr) {
     // computed in T: float rows run twice as many lanes; every step is
     // cancellation-free (1 - rho^2 as (1 - rho)(1 + rho), acos via asin of
     // sqrt((1 - |rho|) / 2) near |rho| = 1).  The arc-cosine kernels snap
@@ -55,8 +59,9 @@ CK_INLINE void nonlin_row(T* __restrict K, T* __restrict Th, int64_t n, const T*
     constexpr T invpi = (T)(1.0 / kPi);
     const T p = (T)pd;
     const T ix0 = ixa[0], sx0 = sxa[0];
+    const T ix1 = XS == 2 ? ixa[1] : ix0, sx1 = XS == 2 ? sxa[1] : sx0;
     for (int64_t t = 0; t < n; ++t) {
-        const T ix = XS ? ix0 : ixa[t];
+        const T ix = XS == 2 ? (second[t] != T(0) ? ix1 : ix0) : XS ? ix0 : ixa[t];
         const T c = K[t];
         T kv, dv;
         if (FN == FN_ERF) {
@@ -65,7 +70,7 @@ CK_INLINE void nonlin_row(T* __restrict K, T* __restrict Th, int64_t n, const T*
             const T w = (T(1) - z) * (T(1) + z);
             dv = T(4) * invpi * ix * iy[t] / std::sqrt(std::max(w, std::numeric_limits<T>::min()));
         } else {
-            const T sx = XS ? sx0 : sxa[t];
+            const T sx = XS == 2 ? (second[t] != T(0) ? sx1 : sx0) : XS ? sx0 : sxa[t];
             T rho = clamp1(c * ix * iy[t]);
             if (FN == FN_RELU || FN == FN_ARCCOS1 || FN == FN_ARCCOS0)
                 rho = std::fabs(rho) >= snap ? std::copysign(T(1), rho) : rho;

@@ -78,10 +78,8 @@ class Engine {
     // (zero outside: the blocks where one image is outside are absent)
     const ConvAxis* slab_axis(size_t ci, int64_t h, const int64_t* r);
 
-    // One W x W block (rows j of image x, columns j' of image y).  In float
-    // the per-position factors are expanded to the block's shape so that the
-    // nonlinearity runs as one flat vector loop (rows of a few dozen values
-    // would each end in a long scalar tail).
+    // One W x W block (rows j of image x, columns j' of image y); in float
+    // two rows at a time (nonlin_rows2).
     template <int FN>
     void block_nonlin(T* K, T* Th, int64_t W, const T* ix, const T* sx, const T* iy,
                      const T* sy, double p);
@@ -92,6 +90,13 @@ class Engine {
     __attribute__((noinline)) void nonlin_flat(T* K, T* Th, int64_t n, const T* ix,
                                                const T* sx, const T* iy, const T* sy,
                                                double p);
+
+    // `count` runs of n entries, run c with x-side factors ix[2c], sx[2c]
+    // where second[t] == 0 and ix[2c + 1], sx[2c + 1] elsewhere.
+    template <int FN>
+    __attribute__((noinline)) void nonlin_rows2(T* K, T* Th, int64_t n, int64_t count,
+                                                const T* second, const T* ix, const T* sx,
+                                                const T* iy, const T* sy, double p);
 
     void slab_nonlin_block(int64_t fn, T* K, T* Th, int64_t W, const T* ix, const T* sx,
                            const T* iy, const T* sy, double p);
