@@ -1,15 +1,8 @@
 """The machine a benchmark ran on, printed next to its figures."""
 
-import platform
-
 
 def cpu_name():
-    """The CPU model (from /proc/cpuinfo on Linux)."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    """The CPU model (the package's reader of /proc/cpuinfo, also behind its engine choice)."""
+    from sklearn_convkernel._simd import cpu_model_and_flags
+
+    return cpu_model_and_flags()[0]

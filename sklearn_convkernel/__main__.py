@@ -128,7 +128,7 @@ def run_info():
 
     from sklearn_convkernel import __version__
     from sklearn_convkernel._core import simd_report
-    from sklearn_convkernel._simd import format_report, machine_key
+    from sklearn_convkernel._simd import cpu_model_and_flags, format_report
 
     try:
         report = simd_report()
@@ -137,7 +137,7 @@ def run_info():
         return 2
     _say(f"sklearn-convkernel {__version__}; python {platform.python_version()}, "
          f"numpy {np.__version__}")
-    _say(f"CPU: {machine_key(report['supported'])['cpu']}")
+    _say(f"CPU: {cpu_model_and_flags()[0]}")
     _say(format_report(report))
     return 0
 

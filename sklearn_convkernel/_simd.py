@@ -51,7 +51,8 @@ import time
 import numpy as np
 
 __all__ = ["process_variant", "simd_report", "choose_variant", "measure", "decide",
-           "cache_dir", "machine_key", "read_cache", "write_cache", "requested_variant"]
+           "cache_dir", "cpu_model_and_flags", "machine_key", "read_cache", "write_cache",
+           "requested_variant"]
 
 ENV_SIMD = "SKLEARN_CONVKERNEL_SIMD"
 ENV_CACHE_DIR = "SKLEARN_CONVKERNEL_CACHE_DIR"
@@ -231,7 +232,12 @@ def cache_dir(environ=None):
     return os.path.join(base, "sklearn_convkernel")
 
 
-def _cpu():
+def cpu_model_and_flags():
+    """The CPU's model name and its sorted flags (from /proc/cpuinfo on Linux).
+
+    The model falls back to :func:`platform.processor` / :func:`platform.machine`
+    ("unknown" at worst); the flags are "" where /proc/cpuinfo is missing.
+    """
     model, flags = "", ""
     try:
         with open("/proc/cpuinfo") as fh:
@@ -262,7 +268,7 @@ def machine_key(variants):
     """What a cached choice depends on: CPU, package, compiled core, variants, benchmark."""
     from sklearn_convkernel import __version__
 
-    model, flags = _cpu()
+    model, flags = cpu_model_and_flags()
     return {
         "cpu": model,
         "cpu_flags": hashlib.blake2b(flags.encode(), digest_size=16).hexdigest(),
