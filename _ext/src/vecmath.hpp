@@ -102,7 +102,9 @@ CK_INLINE C asin_v(C x) {
 // arithmetic (_ext/fit_arccos_dual.py): degrees 7 and 6 in float (max
 // relative error 3.8e-8 and 1.8e-8, the rounding of their constant terms),
 // 18 and 16 in double (5.4e-17, 4.5e-17).  z t H is accurate relative to
-// itself, also near rho = -1 where sin(theta) + (pi - theta) rho cancelled.
+// itself, also near rho = -1 where sin(theta) + (pi - theta) rho cancelled:
+// the duals come out within 2.3 ulps of their value over all of [-1, 1] in
+// both types (tests/test_dual.py).
 // Returns psi = sc acos(a) / pi and jn = sc J(-a) / pi (sc = 1/2 or 1: exact).
 template <class C>
 CK_INLINE void arccos_dual_parts(C a, C sc, C& psi, C& jn) {
