@@ -27,6 +27,7 @@ from sklearn_convkernel.arch import (
     ReLU,
     Sequential,
     ShiftAverage,
+    Tap,
     Trace,
 )
 
@@ -177,3 +178,75 @@ def test_flip_averaging_accepts_shift_average(kind):
     R = 0.5 * (reference_gram(X, Y, architecture=arch, kind=kind)
                + reference_gram(X, Y[:, :, ::-1], architecture=arch, kind=kind))
     assert np.abs(K - R).max() <= 1e-13 * np.abs(R).max()
+
+
+# The displacement path (every read-out a zero-padded ShiftAverage after
+# same-size stride-1 convolutions) stores each displacement's map with the
+# image's row stride W: the input covariance sums channel-major rows, the
+# nonlinearities read both images' factors at flat offsets, a convolution
+# whose width taps reach no further than the |dw| unused columns runs flat
+# (the others, e.g. dw = 0 or a 5-wide kernel at |dw| = 1, pad their rows),
+# and the read-outs skip the unused columns.  Checked against the oracle on
+# odd widths (row tails), several channel counts (the channel passes of 8),
+# taps reading out mid-network and dilated kernels.
+def _disp_arch(m, one_sided, second):
+    return Sequential(Conv(3, weight_var=2.0, bias_var=0.1), ReLU(),
+                      Tap(ShiftAverage(m, one_sided=one_sided), Dense()),
+                      second, ReLU(), ShiftAverage(m, one_sided=one_sided), Dense())
+
+
+@pytest.mark.parametrize("dtype, tol", DTYPES)
+@pytest.mark.parametrize("kind", ["nngp", "ntk"])
+@pytest.mark.parametrize("one_sided", [False, True])
+@pytest.mark.parametrize("shape, m, second", [
+    ((5, 7, 3), 1, Conv(5, weight_var=2.0)),
+    ((9, 13, 16), (2, 3), Conv(3, dilation=(1, 2), weight_var=1.5, bias_var=0.2)),
+    ((6, 11, 17), (1, 2), Conv((3, 5), weight_var=2.0)),
+    ((7, 9, 8), 2, Conv(3, weight_var=2.0)),
+    ((4, 5, 1), 3, Conv(3, weight_var=2.0)),
+])
+def test_displacement_path_matches_the_oracle(shape, m, second, one_sided, kind, dtype, tol):
+    arch = _disp_arch(m, one_sided, second)
+    H, W, C = shape
+    X, Y = _images(12, 3, H, W, C), _images(13, 2, H, W, C)
+    K = conv_kernel(X, Y, architecture=arch, kind=kind, dtype=dtype)
+    R = reference_gram(X, Y, architecture=arch, kind=kind)
+    assert np.abs(K - R).max() <= tol * np.abs(R).max()
+    # the self pass (displacements d >= 0 counted twice) against pairs of copies
+    S = conv_kernel(X, architecture=arch, kind=kind, dtype=dtype)
+    P = conv_kernel(X, X.copy(), architecture=arch, kind=kind, dtype=dtype)
+    RS = reference_gram(X, architecture=arch, kind=kind)
+    assert np.abs(S - RS).max() <= tol * np.abs(RS).max()
+    assert np.abs(P - S).max() <= tol * np.abs(S).max()
+
+
+@pytest.mark.parametrize("dtype, tol", DTYPES)
+@pytest.mark.parametrize("kind", ["nngp", "ntk"])
+@pytest.mark.parametrize("C", [1, 16])
+def test_displacement_path_28x28_matches_the_oracle(C, kind, dtype, tol):
+    body = []
+    for _ in range(2):
+        body += [Conv(3, weight_var=2.0), ReLU()]
+    arch = Sequential(*body, ShiftAverage(1), Dense())
+    X, Y = _images(14, 2, 28, 28, C), _images(15, 2, 28, 28, C)
+    K = conv_kernel(X, Y, architecture=arch, kind=kind, dtype=dtype)
+    R = reference_gram(X, Y, architecture=arch, kind=kind)
+    assert np.abs(K - R).max() <= tol * np.abs(R).max()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kind", ["nngp", "ntk"])
+@pytest.mark.parametrize("C", [1, 3, 16])
+def test_displacement_path_keeps_exact_zeros(C, kind, dtype):
+    # without biases a zero image has zero covariance with every image: its
+    # row and column of the Gram are exact zeros (the unused columns of the
+    # maps, which hold other values, never reach them)
+    arch = Sequential(Conv(3, weight_var=2.0), ReLU(), Conv(3, weight_var=2.0), ReLU(),
+                      ShiftAverage(2), Dense())
+    X = _images(16, 4, 7, 9, C)
+    X[1] = 0.0
+    K = conv_kernel(X, architecture=arch, kind=kind, dtype=dtype)
+    assert np.all(K[1] == 0) and np.all(K[:, 1] == 0)
+    Kxy = conv_kernel(X, X[::-1].copy(), architecture=arch, kind=kind, dtype=dtype)
+    assert np.all(Kxy[1] == 0) and np.all(Kxy[:, 2] == 0)
+    assert np.all(K[[0, 2, 3]][:, [0, 2, 3]] > 0)

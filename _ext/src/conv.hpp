@@ -208,11 +208,15 @@ inline void Engine<T>::conv_pad_layout(int64_t W) {
 // when the layout changes (they are never overwritten), so that no row is
 // copied.
 template <class T>
-inline void Engine<T>::conv_diag(const T* src, T* o, int64_t H, int64_t W, T c, T b) {
+inline void Engine<T>::conv_diag(const T* src, T* o, int64_t H, int64_t W, T c, T b,
+                                 int64_t lds, int64_t ldo) {
     const int64_t Ho = axis_h_->n_out, Wo = axis_w_->n_out;
+    if (lds == 0) lds = W;
+    if (ldo == 0) ldo = Wo;
     if (!(axis_h_->contiguous && axis_w_->contiguous && axis_h_->k <= kMaxTaps && axis_w_->k <= kMaxTaps)) {
-        conv_diag_generic(src, o, W);
-        for (int64_t t = 0; t < Ho * Wo; ++t) o[t] = c * o[t] + b;
+        conv_diag_generic(src, o, W, lds, ldo);
+        for (int64_t a = 0; a < Ho; ++a)
+            for (int64_t t = 0; t < Wo; ++t) o[a * ldo + t] = c * o[a * ldo + t] + b;
         return;
     }
     int64_t PL = 0, PR = 0;
@@ -236,8 +240,8 @@ inline void Engine<T>::conv_diag(const T* src, T* o, int64_t H, int64_t W, T c, 
         Bh = std::min(Bh, axis_h_->hi[(size_t)t]);
     }
     if (Bl < Bh) {
-        for (int64_t t = 0; t < axis_h_->k; ++t) rows[t] = src + (Bl + axis_h_->off[(size_t)t]) * W;
-        sum_rows(rows, (int)axis_h_->k, pad + Bl * Wp, W, T(1), T(0), Bh - Bl, W, Wp);
+        for (int64_t t = 0; t < axis_h_->k; ++t) rows[t] = src + (Bl + axis_h_->off[(size_t)t]) * lds;
+        sum_rows(rows, (int)axis_h_->k, pad + Bl * Wp, W, T(1), T(0), Bh - Bl, lds, Wp);
     } else {
         Bl = Bh = Ho;
     }
@@ -247,19 +251,20 @@ inline void Engine<T>::conv_diag(const T* src, T* o, int64_t H, int64_t W, T c, 
         int nv = 0;
         for (int64_t t = 0; t < axis_h_->k; ++t)
             if (a >= axis_h_->lo[(size_t)t] && a < axis_h_->hi[(size_t)t])
-                rows[nv++] = src + (a + axis_h_->off[(size_t)t]) * W;
+                rows[nv++] = src + (a + axis_h_->off[(size_t)t]) * lds;
         if (nv == 0)
             std::fill(pad + a * Wp, pad + a * Wp + W, T(0));
         else
             sum_rows(rows, nv, pad + a * Wp, W, T(1), T(0));
     }
     for (int64_t t = 0; t < axis_w_->k; ++t) rows[t] = pad + axis_w_->off[(size_t)t];
-    sum_rows(rows, (int)axis_w_->k, o, Wo, c, b, Ho, Wp, Wo);
+    sum_rows(rows, (int)axis_w_->k, o, Wo, c, b, Ho, Wp, ldo);
 }
 
 // Strided, dilated-with-stride or circular axes: tap tables.
 template <class T>
-inline void Engine<T>::conv_diag_generic(const T* src, T* o, int64_t W) {
+inline void Engine<T>::conv_diag_generic(const T* src, T* o, int64_t W, int64_t lds,
+                                         int64_t ldo) {
     const int64_t Ho = axis_h_->n_out, Wo = axis_w_->n_out;
     scratch_.resize((size_t)(Ho * W));
     T* tmp = scratch_.data();
@@ -267,12 +272,12 @@ inline void Engine<T>::conv_diag_generic(const T* src, T* o, int64_t W) {
     for (int64_t t = 0; t < axis_h_->k; ++t)
         for (int64_t a = 0; a < Ho; ++a) {
             const int64_t i = axis_h_->tab[(size_t)(t * Ho + a)];
-            if (i >= 0) add_to(src + i * W, tmp + a * W, W);
+            if (i >= 0) add_to(src + i * lds, tmp + a * W, W);
         }
-    std::fill(o, o + Ho * Wo, T(0));
     for (int64_t a = 0; a < Ho; ++a) {
         const T* row = tmp + a * W;
-        T* orow = o + a * Wo;
+        T* orow = o + a * ldo;
+        std::fill(orow, orow + Wo, T(0));
         for (int64_t t = 0; t < axis_w_->k; ++t) {
             const int64_t* tt = axis_w_->tab.data() + t * Wo;
             for (int64_t bb = 0; bb < Wo; ++bb)

@@ -130,19 +130,24 @@ class Engine {
     // conv axis of slab_chain_[ci] on a map of n rows (axis 0) or columns (axis 1)
     const ConvAxis* disp_axis(size_t ci, int axis, int64_t n, const int64_t* r);
 
-    // The factors of the map's positions are gathered into flat arrays, so
-    // that the nonlinearity runs as one vector loop over the map (rows of
-    // W - |dw| values would each end in a scalar tail).
-    template <int FN>
-    void disp_nonlin(T* K, T* Th, int64_t h, int64_t w, const T* fx, const T* fy, int64_t HW,
-                     int64_t W, int64_t dh, int64_t dw, int64_t i0, int64_t j0, double p);
+    // the channel-major copy of image x in buf (cached: the source pointer)
+    const T* disp_channel_major(const T* x, Buffer<T>& buf, const T*& cached, int64_t HW,
+                                int64_t C);
 
+    // a convolution of a map stored with row stride W (flat when it can)
+    void disp_conv(const T* src, T* o, int64_t h, int64_t w, int64_t W, T c, T b);
+
+    // Maps are stored with the image's row stride, the factors and input
+    // channels then sit at constant offsets (see displacement.hpp).
     bool disp_compute(const T* x, const T* y, const T* tx, const T* ty, T* tape_rec, bool self);
 
 
     bool disp_path_ = false;
     std::vector<std::pair<int64_t, int64_t>> displacements_;  // displacements (dh, dw), (0, 0) first
     std::vector<ConvAxis> disp_axes_;
+    Buffer<T> disp_x_cm_, disp_y_cm_, disp_conv_tmp_;  // channel-major images,
+    const T* disp_x_src_ = nullptr;    // copied from these
+    const T* disp_y_src_ = nullptr;
 
     struct Reduction {
         std::vector<double> hw, ww;  // read-out weights per row / column,
@@ -184,10 +189,13 @@ class Engine {
     // Contiguous axes: the height taps from the map's rows into rows padded
     // with zeros (margins written once per layout), then the width taps as
     // constant offsets of the padded rows, straight into o (no copies).
-    void conv_diag(const T* src, T* o, int64_t H, int64_t W, T c, T b);
+    // lds / ldo: row strides of src / o (0: dense, W / Wo); the columns
+    // between a row's end and the next row are neither read nor written.
+    void conv_diag(const T* src, T* o, int64_t H, int64_t W, T c, T b, int64_t lds = 0,
+                   int64_t ldo = 0);
 
     // Strided, dilated-with-stride or circular axes: tap tables.
-    void conv_diag_generic(const T* src, T* o, int64_t W);
+    void conv_diag_generic(const T* src, T* o, int64_t W, int64_t lds, int64_t ldo);
 
     // Convolution; when `nl` is given (the pair pass, full mode), the next
     // op's nonlinearity is applied to each output block while it is in cache.

@@ -365,5 +365,60 @@ CK_INLINE double sum8(const A* __restrict a, int64_t n) {
     return r;
 }
 
+
+// dst[t] = s * (d + a[0][t] b[0][t] + ... + a[K-1][t] b[K-1][t]), d = dst[t]
+// when ACC else 0, summed in T in that order in registers (the covariance
+// of K channels of two channel-major images).
+template <int K, bool ACC, class T>
+CK_INLINE void dot_rows_k(const T* const* a, const T* const* b, T* __restrict dst, int64_t n, T s) {
+    const T* x[K];
+    const T* y[K];
+    for (int k = 0; k < K; ++k) { x[k] = a[k]; y[k] = b[k]; }
+    for (int64_t t = 0; t < n; ++t) {
+        T acc = ACC ? dst[t] + x[0][t] * y[0][t] : x[0][t] * y[0][t];
+#pragma GCC unroll 8
+        for (int k = 1; k < K; ++k) acc += x[k][t] * y[k][t];
+        dst[t] = s * acc;
+    }
+}
+
+// dst[t] = s * sum_c a[c][t] b[c][t] over the C >= 1 channel rows a[c] =
+// a0 + c * stride (likewise b), in passes of 8 channels; the channel order
+// of the sum is c = 0, 1, ..., C - 1 (the partial sums stored between
+// passes are already of type T, so the passes round as one loop would).
+template <class T>
+inline void dot_channels(const T* a0, const T* b0, int64_t stride, int64_t C, T* dst, int64_t n,
+                         T s) {
+    const T* a[8];
+    const T* b[8];
+    for (int64_t c0 = 0; c0 < C; c0 += 8) {
+        const int k = (int)std::min<int64_t>(8, C - c0);
+        for (int u = 0; u < k; ++u) {
+            a[u] = a0 + (c0 + u) * stride;
+            b[u] = b0 + (c0 + u) * stride;
+        }
+        const T sc = c0 + k == C ? s : T(1);
+        const bool acc = c0 > 0;
+        switch (k + (acc ? 8 : 0)) {
+            case 1: dot_rows_k<1, false>(a, b, dst, n, sc); break;
+            case 2: dot_rows_k<2, false>(a, b, dst, n, sc); break;
+            case 3: dot_rows_k<3, false>(a, b, dst, n, sc); break;
+            case 4: dot_rows_k<4, false>(a, b, dst, n, sc); break;
+            case 5: dot_rows_k<5, false>(a, b, dst, n, sc); break;
+            case 6: dot_rows_k<6, false>(a, b, dst, n, sc); break;
+            case 7: dot_rows_k<7, false>(a, b, dst, n, sc); break;
+            case 8: dot_rows_k<8, false>(a, b, dst, n, sc); break;
+            case 9: dot_rows_k<1, true>(a, b, dst, n, sc); break;
+            case 10: dot_rows_k<2, true>(a, b, dst, n, sc); break;
+            case 11: dot_rows_k<3, true>(a, b, dst, n, sc); break;
+            case 12: dot_rows_k<4, true>(a, b, dst, n, sc); break;
+            case 13: dot_rows_k<5, true>(a, b, dst, n, sc); break;
+            case 14: dot_rows_k<6, true>(a, b, dst, n, sc); break;
+            case 15: dot_rows_k<7, true>(a, b, dst, n, sc); break;
+            default: dot_rows_k<8, true>(a, b, dst, n, sc); break;
+        }
+    }
+}
+
 }  // namespace CK_ARCH
 }  // namespace convkernel
