@@ -462,3 +462,39 @@ def test_diagonal_window_sums_of_large_windows_match_reference(name, dtype, tol)
         expected = reference_gram(X, architecture=arch, kind=kind)
         got = conv_kernel(X, architecture=arch, kind=kind, dtype=dtype)
         assert rel_err(got, expected) <= tol, (kind, rel_err(got, expected))
+
+
+# The full path's first window sums (Engine::op_input_conv): the conv of the
+# input covariance as inner products of zero-padded patches, kh kw C terms per
+# entry (more than 16: summed in chunks), any stride / dilation / padding, an
+# untrained first conv (Theta stays 0), with and without a nonlinearity right
+# after it, forced onto the full path, against the oracle.
+FIRST_CONV = {
+    "patch-27-terms": S(Conv(3, weight_var=2, bias_var=0.1), ReLU(), AvgPool(2), Flatten(),
+                        Dense()),
+    "patch-25-terms-stride": S(Conv(5, stride=2, weight_var=3), Erf(), Conv(2), ReLU(),
+                               GlobalAvgPool()),
+    "patch-dilated-valid": S(Conv((2, 3), dilation=(2, 1), padding="valid", weight_var=2),
+                             ExpKernel(0.7), Trace(), input_norm="sum"),
+    "patch-circular-untrained": S(Conv(3, padding="circular", weight_var=2, bias_var=0.2,
+                                       trainable=False), ReLU(), Conv(3), ReLU(), Flatten(),
+                                  Dense()),
+    "patch-no-nonlinearity": S(Conv(3, padding=((2, 0), (0, 1)), bias_var=0.3), AvgPool(2),
+                               Conv(2, weight_var=2), ReLU(), GlobalAvgPool()),
+}
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 2e-6)])
+@pytest.mark.parametrize("name", sorted(FIRST_CONV))
+def test_first_conv_as_patch_products_matches_reference(name, dtype, tol):
+    arch = FIRST_CONV[name]
+    for C, seed in ((1, 31), (3, 32)):
+        X = make_data("normal", C, (7, 6), 3, seed=seed)
+        Y = make_data("uniform", C, (7, 6), 2, seed=seed + 10)
+        for kind in ("nngp", "ntk"):
+            expected = reference_gram(X, Y, architecture=arch, kind=kind)
+            got = conv_kernel(X, Y, architecture=arch, kind=kind, dtype=dtype, spatial="full")
+            assert rel_err(got, expected) <= tol, (C, kind, rel_err(got, expected))
+            expected = reference_gram(X, architecture=arch, kind=kind)
+            got = conv_kernel(X, architecture=arch, kind=kind, dtype=dtype, spatial="full")
+            assert rel_err(got, expected) <= tol, (C, kind, rel_err(got, expected))

@@ -64,6 +64,112 @@ inline void Engine<T>::op_conv(int64_t op, const int64_t* r, const double* f, co
     s.full = (int)r[C_MODE_OUT];  // a 1x1 output may switch to diagonal mode
 }
 
+// Patches of one image at the output positions of the conv op 1 (its axes in
+// axis_h_ / axis_w_), zero where a tap falls in the padding.
+template <class T>
+inline void Engine<T>::conv_patches(const T* img, T* dst, bool by_position, T scale, int64_t C,
+                                    int64_t W) {
+    const int64_t Ho = axis_h_->n_out, Wo = axis_w_->n_out, kw = axis_w_->k;
+    const int64_t M = axis_h_->k * kw * C, HWo = Ho * Wo;
+    for (int64_t u = 0; u < axis_h_->k; ++u)
+        for (int64_t v = 0; v < kw; ++v)
+            for (int64_t ch = 0; ch < C; ++ch) {
+                const int64_t m = (u * kw + v) * C + ch;
+                for (int64_t a = 0; a < Ho; ++a) {
+                    const int64_t i = axis_h_->tab[(size_t)(u * Ho + a)];
+                    for (int64_t b = 0; b < Wo; ++b) {
+                        const int64_t j = axis_w_->tab[(size_t)(v * Wo + b)];
+                        const T val = i >= 0 && j >= 0 ? scale * img[(i * W + j) * C + ch] : T(0);
+                        dst[by_position ? (a * Wo + b) * M + m : m * HWo + a * Wo + b] = val;
+                    }
+                }
+            }
+}
+
+template <class T>
+inline int64_t Engine<T>::op_input_conv(const T* x, const T* y, const T* tape_x, const T* tape_y,
+                                        bool self) {
+    const int64_t* r0 = op_row(P_, 0);
+    const int64_t* r = op_row(P_, 1);
+    const double* f = fop_row(P_, 1);
+    const int64_t W = r0[C_OUT_W], C = r0[C_INPUT_CHANNELS];
+    const T scale = (T)fop_row(P_, 0)[F_INPUT_SCALE];
+    const int64_t Ho = r[C_OUT_H], Wo = r[C_OUT_W], kh = r[C_CONV_KH], kw = r[C_CONV_KW];
+    ConvAxis* ax = conv_axes_.data() + 2;
+    if (ax[0].k == 0) {
+        ax[0].set(r[C_IN_H], Ho, kh, r[C_CONV_SH], r[C_CONV_DH], r[C_CONV_PAD_H],
+                  r[C_CONV_CIRC_H] != 0);
+        ax[1].set(W, Wo, kw, r[C_CONV_SW], r[C_CONV_DW], r[C_CONV_PAD_W], r[C_CONV_CIRC_W] != 0);
+    }
+    axis_h_ = ax;
+    axis_w_ = ax + 1;
+    const int64_t M = kh * kw * C, HWo = Ho * Wo, ob = Wo * Wo;
+    patches_x_.resize((size_t)(M * HWo));
+    patches_y_.resize((size_t)(M * HWo));
+    // x carries the input's scale, as op_input's products do
+    conv_patches(x, patches_x_.data(), true, scale, C, W);
+    conv_patches(y, patches_y_.data(), false, T(1), C, W);
+    const T* px = patches_x_.data();
+    const T* py = patches_y_.data();
+    const T c = (T)(f[F_CONV_WEIGHT_VAR] / (double)(kh * kw));
+    const T b = (T)f[F_CONV_BIAS_VAR];
+    const bool trainable = r[C_CONV_TRAINABLE] != 0;
+    sp_ = 1;
+    State<T>& s = top();
+    resize(s, Ho, Wo, 1);
+    T* K = s.K.data();
+    T* Th = ntk_ ? s.Th.data() : nullptr;
+    const int64_t* rn = P_.n_ops > 2 ? op_row(P_, 2) : nullptr;
+    const bool fuse = !self && rn && rn[C_CODE] == OP_NONLIN;
+    if (M > kMaxTaps) scratch_.resize((size_t)HWo);
+    auto blocks = [&](auto fc, const Nl& q) {
+        constexpr int FN = decltype(fc)::value;
+        for (int64_t a = 0; a < Ho; ++a) {
+            // the row of blocks (a, *), one x position (a, al) at a time
+            T* rowK = K + a * Ho * ob;
+            for (int64_t al = 0; al < Wo; ++al) {
+                const T* wx = px + (a * Wo + al) * M;
+                if (M <= kMaxTaps) {
+                    patch_dot((int)M, wx, py, HWo, Wo, rowK + al * Wo, ob, Wo, Ho, c, b);
+                    continue;
+                }
+                // in chunks of kMaxTaps terms (scaled below)
+                patch_dot(kMaxTaps, wx, py, HWo, Wo, rowK + al * Wo, ob, Wo, Ho, T(1), T(0));
+                for (int64_t m = kMaxTaps; m < M; m += kMaxTaps) {
+                    patch_dot((int)std::min<int64_t>(kMaxTaps, M - m), wx + m, py + m * HWo,
+                              HWo, Wo, scratch_.data(), Wo, Wo, Ho, T(1), T(0));
+                    for (int64_t a2 = 0; a2 < Ho; ++a2)
+                        add_to(scratch_.data() + a2 * Wo, rowK + a2 * ob + al * Wo, Wo);
+                }
+            }
+            if (M > kMaxTaps)
+                for (int64_t t = 0; t < Ho * ob; ++t) rowK[t] = c * rowK[t] + b;
+            for (int64_t a2 = 0; a2 < Ho; ++a2) {
+                T* oK = rowK + a2 * ob;
+                T* oT = nullptr;
+                if (ntk_) {  // Theta is 0 after INPUT: the conv leaves K' if trainable, else 0
+                    oT = Th + (a * Ho + a2) * ob;
+                    if (trainable) copy_row(oT, oK, ob);
+                    else std::fill(oT, oT + ob, T(0));
+                }
+                if constexpr (FN >= 0)
+                    block_nonlin<FN>(oK, oT, Wo, q.ix + a * Wo, q.sx + a * Wo, q.iy + a2 * Wo,
+                                     q.sy + a2 * Wo, q.p);
+            }
+        }
+    };
+    if (!fuse) {
+        blocks(std::integral_constant<int, -1>{}, Nl{});
+        return 1;
+    }
+    const int64_t off = rn[C_NONLIN_TAPE];
+    const T* ix = tape_x + off;
+    const T* iy = tape_y + off;
+    const Nl q{ix, ix + HWo, iy, iy + HWo, nonlin_param(rn, fop_row(P_, 2))};
+    with_nonlinearity(rn[C_NONLIN_FN], [&](auto fc) { blocks(fc, q); });
+    return 2;
+}
+
 // Full-mode convolution into next_K_/next_T_, output blocks visited along
 // diagonals (a2 - a constant) so that consecutive blocks share most of
 // their input blocks; FN >= 0 fuses that nonlinearity.

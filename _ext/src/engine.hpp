@@ -36,6 +36,13 @@ class Engine {
         if (ntk_) next_T_.reserve((size_t)max_size);
         conv_axes_.resize((size_t)(2 * P.n_ops));
         slab_analyze();
+        if (!slab_path_ && P.n_ops >= 2) {
+            const int64_t* r0 = op_row(P, 0);
+            const int64_t* r1 = op_row(P, 1);
+            input_conv_ = r0[C_CODE] == OP_INPUT && r0[C_MODE_OUT] == 1 &&
+                          r1[C_CODE] == OP_CONV && r1[C_MODE_IN] == 1 && r1[C_MODE_OUT] == 1 &&
+                          r1[C_IN_H] == r0[C_OUT_H] && r1[C_IN_W] == r0[C_OUT_W];
+        }
     }
 
     // Runs the program on (x, y).  For the self pass, x == y, tape_x ==
@@ -166,6 +173,24 @@ class Engine {
     void resize(State<T>& s, int64_t h, int64_t w, int full);
 
     void op_input(const int64_t* r, const double* f, const T* x, const T* y);
+
+    // INPUT in full mode followed by a full-mode CONV (any stride, dilation,
+    // padding): the window sum of the input covariance at (p, q) is the
+    // inner product of the zero-padded patches of x at p and y at q, so the
+    // conv's output is computed as small matrix products (kh kw C terms per
+    // entry), a row of blocks (a, *) at a time, instead of the covariance's
+    // H^2 W^2 products and the window sums over them; in the pair pass the
+    // nonlinearity after the conv is applied to each block of the row while
+    // it is in cache (as op_conv does for its blocks).  Returns
+    // the index of the last op done (1, or 2 with the nonlinearity).
+    bool input_conv_ = false;  // the program starts so (set by the constructor)
+    int64_t op_input_conv(const T* x, const T* y, const T* tape_x, const T* tape_y, bool self);
+
+    // patches of img at the conv's output positions q (Ho Wo of them), taps
+    // m = (u, v, channel) (M = kh kw C): dst[q * M + m] (x side, times
+    // `scale`) or dst[m * Ho Wo + q] (y side); zero in the padding
+    void conv_patches(const T* img, T* dst, bool by_position, T scale, int64_t C, int64_t W);
+    Buffer<T> patches_x_, patches_y_;
 
     // One output block (a, a2) of a full tensor: o = c * (window sums) + b.
     // Height taps are summed into tmp (W x W) in one pass, then width taps

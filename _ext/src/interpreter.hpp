@@ -34,7 +34,12 @@ inline int Engine<T>::run(const T* x, const T* y, const T* tape_x, const T* tape
             continue;
         }
         switch (r[C_CODE]) {
-            case OP_INPUT: op_input(r, f, x, y); break;
+            case OP_INPUT:
+                if (input_conv_)  // k == 0: the program's first op
+                    k = op_input_conv(x, y, tape_x, tape_y, self);
+                else
+                    op_input(r, f, x, y);
+                break;
             case OP_CONV: {
                 const int64_t* rn = k + 1 < P_.n_ops ? op_row(P_, k + 1) : nullptr;
                 if (!self && rn && rn[C_CODE] == OP_NONLIN && r[C_MODE_OUT] == 1) {

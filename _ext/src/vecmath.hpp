@@ -336,6 +336,75 @@ inline void wsum_rows(const T* const* src, const T* w, int64_t k, T* dst, int64_
         for (int64_t t = 0; t < n; ++t) dst[t] += w[u] * src[u][t];
 }
 
+// Lanes of one vector register of T in this variant's instruction set.
+#if defined(__AVX512F__)
+constexpr int kVecBytes = 64;
+#elif defined(__AVX__)
+constexpr int kVecBytes = 32;
+#else
+constexpr int kVecBytes = 16;
+#endif
+
+// Runs of a small matrix product with one row of weights: dst[r * d_step + t]
+// = c * sum_k w[k] src[k * s + r * s_step + t] + b for r < runs, t < n, the
+// K weights held in registers for all the runs and each output summed in
+// one register (the patch inner products of Engine::op_input_conv: w the
+// patch of x at one position, src the patches of y).  A run goes in whole
+// vectors, the last one ending at n and overlapping the one before (storing
+// the same values again): runs of a few dozen values would otherwise each
+// end in a scalar or half-width tail costing more than the run's vectors.
+template <int K, class T>
+CK_INLINE void patch_dot_k(const T* __restrict w, const T* __restrict src, int64_t s,
+                           int64_t s_step, T* __restrict dst, int64_t d_step, int64_t n,
+                           int64_t runs, T c, T b) {
+    constexpr int64_t V = kVecBytes / (int64_t)sizeof(T);
+    T wk[K];
+    const T* sk[K];  // the source rows (no index arithmetic per vector)
+    for (int k = 0; k < K; ++k) {
+        wk[k] = w[k];
+        sk[k] = src + k * s;
+    }
+    for (int64_t r = 0; r < runs; ++r, dst += d_step) {
+        const int64_t o = r * s_step;
+        if (n < V || n % V == 0) {  // no tail, or no whole vector
+            // (fixed 4-lane chunks are unrolled to scalar code by GCC)
+            for (int64_t t = 0; t < n; ++t) {
+                T acc = wk[0] * sk[0][o + t];
+#pragma GCC unroll 16
+                for (int k = 1; k < K; ++k) acc += wk[k] * sk[k][o + t];
+                dst[t] = c * acc + b;
+            }
+            continue;
+        }
+        for (int64_t t0 = 0;; t0 += V) {
+            if (t0 + V > n) t0 = n - V;
+            for (int64_t t = 0; t < V; ++t) {  // one vector
+                T acc = wk[0] * sk[0][o + t0 + t];
+#pragma GCC unroll 16
+                for (int k = 1; k < K; ++k) acc += wk[k] * sk[k][o + t0 + t];
+                dst[t0 + t] = c * acc + b;
+            }
+            if (t0 + V >= n) break;
+        }
+    }
+}
+
+// The same for 1 <= k <= kMaxTaps terms.
+template <class T>
+inline void patch_dot(int k, const T* w, const T* src, int64_t s, int64_t s_step, T* dst,
+                      int64_t d_step, int64_t n, int64_t runs, T c, T b) {
+    switch (k) {
+#define CK_PATCH_DOT_CASE(K) \
+        case K: patch_dot_k<K>(w, src, s, s_step, dst, d_step, n, runs, c, b); break;
+        CK_PATCH_DOT_CASE(1) CK_PATCH_DOT_CASE(2) CK_PATCH_DOT_CASE(3) CK_PATCH_DOT_CASE(4)
+        CK_PATCH_DOT_CASE(5) CK_PATCH_DOT_CASE(6) CK_PATCH_DOT_CASE(7) CK_PATCH_DOT_CASE(8)
+        CK_PATCH_DOT_CASE(9) CK_PATCH_DOT_CASE(10) CK_PATCH_DOT_CASE(11) CK_PATCH_DOT_CASE(12)
+        CK_PATCH_DOT_CASE(13) CK_PATCH_DOT_CASE(14) CK_PATCH_DOT_CASE(15)
+#undef CK_PATCH_DOT_CASE
+        default: patch_dot_k<16>(w, src, s, s_step, dst, d_step, n, runs, c, b); break;
+    }
+}
+
 // sum_t a[t] b[t] in double with 8 independent partial sums (one dependent
 // chain of additions would be latency-bound; these vectorise).  Used for
 // read-out weights (double x T) and channel sums (T x T).
