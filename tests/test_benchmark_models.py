@@ -107,3 +107,39 @@ def test_peak_is_measured_and_consistent():
     assert out["peak64"] == pytest.approx(2 * rate)
     assert out["peak32"] == pytest.approx(2 * out["peak64"])
     assert "GFLOP/s" in out["how"]
+
+
+def test_profile_parse_and_categories():
+    # benchmarks/profile_workloads.py groups callgrind_annotate's per-function
+    # table into the cost model's operations; a misparsed line or a rule that
+    # sends the engine's functions to the wrong operation would mislabel the
+    # published profile.
+    prof = _load("profile_workloads")
+    text = """\
+--------------------------------------------------------------------------------
+7,778,032 (100.0%)  PROGRAM TOTALS
+--------------------------------------------------------------------------------
+Ir                  file:function
+--------------------------------------------------------------------------------
+2,761,836 (35.51%)  build/../_ext/src/vecmath.hpp:void convkernel::avx2::Engine<float>::nonlin_apply<0>(convkernel::avx2::State<float>&, float const*, double) [clone .isra.0]
+2,073,456 (26.66%)  build/../_ext/src/vecmath.hpp:void convkernel::avx2::sum_rows<float>(float const* const*, int, float*, long) [/x/_core.so]
+1,019,634 (13.11%)  build/../_ext/src/dual.hpp:void convkernel::avx2::Engine<float>::nonlin_apply<0>(convkernel::avx2::State<float>&, float const*, double) [clone .isra.0]
+  126,588 ( 1.63%)  ???:convkernel::avx2::Engine<float>::run(float const*, float*, bool) [/x/_core.so]
+   20,000 ( 0.20%)  ???:void convkernel::avx2::wsum_rows<double>(double const* const*, double const*, long, double*, long) [/x/_core.so]
+   10,000 ( 0.10%)  ???:convkernel::avx2::Engine<double>::pool_apply(long const*, double const*, double*, bool, long, long, long, long) [/x/_core.so]
+"""
+    costs = prof.parse_annotate(text)
+    nonlin = [f for f in costs if "nonlin_apply" in f]
+    assert len(nonlin) == 1 and costs[nonlin[0]] == 2_761_836 + 1_019_634
+    assert sum(costs.values()) == 2_761_836 + 2_073_456 + 1_019_634 + 126_588 + 30_000
+    cats = {}
+    for f, c in costs.items():
+        cats[prof.categorize(f)] = cats.get(prof.categorize(f), 0) + c
+    assert cats == {"nonlinearity": 3_781_470, "window sums": 2_073_456, "other": 126_588,
+                    "pooling": 30_000}
+    for name in ("void convkernel::avx2::Engine<float>::conv_diag(float const*, float*)",
+                 "convkernel::avx2::Engine<double>::conv_block_rows(long)",
+                 "convkernel::avx2::Engine<float>::op_conv(long, long const*)"):
+        assert prof.categorize(name) == "window sums", name
+    assert prof.categorize("void convkernel::avx2::Engine<float>::block_nonlin<3>(long)") \
+        == "nonlinearity"

@@ -133,6 +133,29 @@ inline void Engine<T>::conv_block_rows(const T* const* rows, int nk, bool folded
         std::fill(o, o + Wo * Wo, b);
         return;
     }
+    if (axis_w_->contiguous && axis_w_->k <= kMaxTaps) {
+        // The block's rows go into the interior of the zero-padded block of
+        // conv_pad_layout (stride Wp, margins zeroed once per convolution),
+        // where every width tap is a constant flat offset: the height taps
+        // are summed straight into that interior (one strided sum) and the
+        // width taps straight into o (another), so that no row is copied
+        // unless the block has a single tap or was folded beforehand.  Same
+        // adds in the same order as a flat sum followed by copies.
+        const int64_t Wp = block_pad_width_;
+        T* pad = block_padded_.data();
+        T* interior = pad + block_pad_top_ * (Wp + 1);
+        if (!folded && nk > 1) {
+            sum_rows(rows, nk, interior, W, T(1), T(0), W, W, Wp);
+        } else {
+            const T* src = folded ? tmp : rows[0];  // folded: tmp holds the sum already
+            for (int64_t j = 0; j < W; ++j) copy_row(interior + j * Wp, src + j * W, W);
+        }
+        const T* rws[kMaxTaps];
+        for (int64_t t = 0; t < axis_w_->k; ++t)
+            rws[t] = interior + axis_w_->off[(size_t)t] * (Wp + 1);
+        sum_rows(rws, (int)axis_w_->k, o, Wo, c, b, Wo, Wp, Wo);
+        return;
+    }
     if (folded) {
         // tmp holds the sum already
     } else if (nk > 1) {
@@ -140,22 +163,7 @@ inline void Engine<T>::conv_block_rows(const T* const* rows, int nk, bool folded
     } else {
         tmp = const_cast<T*>(rows[0]);  // a single tap: read the input block itself
     }
-    if (axis_w_->contiguous && axis_w_->k <= kMaxTaps) {
-        // tmp copied into the zero-padded block of conv_pad_layout, where
-        // every width tap is a constant flat offset: one flat sum for the
-        // whole output block, then its rows are compacted into o
-        const int64_t Wp = block_pad_width_;
-        T* pad = block_padded_.data();
-        for (int64_t j = 0; j < W; ++j)
-            copy_row(pad + (block_pad_top_ + j) * Wp + block_pad_top_, tmp + j * W, W);
-        const T* rws[kMaxTaps];
-        for (int64_t t = 0; t < axis_w_->k; ++t)
-            rws[t] = pad + block_pad_top_ * (Wp + 1) + axis_w_->off[(size_t)t] * (Wp + 1);
-        T* wo = block_sums_.data();
-        sum_rows(rws, (int)axis_w_->k, wo, (Wo - 1) * Wp + Wo, c, b);
-        for (int64_t bb = 0; bb < Wo; ++bb)
-            copy_row(o + bb * Wo, wo + bb * Wp, Wo);
-    } else {
+    {
         std::fill(o, o + Wo * Wo, T(0));
         for (int64_t t = 0; t < axis_w_->k; ++t) {
             const int64_t* tt = axis_w_->tab.data() + t * Wo;
@@ -188,7 +196,6 @@ inline void Engine<T>::conv_pad_layout(int64_t W) {
     block_pad_top_ = top;
     block_pad_width_ = top + W + right;
     block_padded_.assign((size_t)((block_pad_width_ + 1) * block_pad_width_), T(0));
-    block_sums_.resize((size_t)(Wo * block_pad_width_));
 }
 
 // Window sums of a diagonal-mode map (H x W) into o (Ho x Wo), o = c * sums + b.

@@ -43,8 +43,8 @@ CK_INLINE void nonlin_row(T* __restrict K, T* __restrict Th, int64_t n, const T*
                        const T* __restrict sy, double pd,
                        const T* __restrict second = nullptr) {
     // computed in T: float rows run twice as many lanes; every step is
-    // cancellation-free (1 - rho^2 as (1 - rho)(1 + rho), acos via asin of
-    // sqrt((1 - |rho|) / 2) near |rho| = 1).  The arc-cosine kernels snap
+    // cancellation-free (the arc-cosine duals by arccos_dual_parts, in
+    // t = (1 - |rho|) / 2 and sqrt(t) near |rho| = 1).  The arc-cosine kernels snap
     // |rho| within 64 ulps of 1 to exactly +-1: there acos has an infinite
     // slope, so the rounding of rho = c ix iy at coincident points of
     // identical images (c and the variances are summed in different orders
@@ -53,9 +53,7 @@ CK_INLINE void nonlin_row(T* __restrict K, T* __restrict Th, int64_t n, const T*
     // snap changes theta by at most sqrt(128 eps), the size of the noise
     // that the rounding of rho already causes there; outside the band
     // nothing changes (a select: the loop stays vectorised).
-    constexpr T pi = (T)kPi;
     constexpr T snap = T(1) - T(64) * std::numeric_limits<T>::epsilon();
-    constexpr T inv2pi = (T)(1.0 / (2.0 * kPi));
     constexpr T invpi = (T)(1.0 / kPi);
     const T p = (T)pd;
     const T ix0 = ixa[0], sx0 = sxa[0];
@@ -71,19 +69,26 @@ CK_INLINE void nonlin_row(T* __restrict K, T* __restrict Th, int64_t n, const T*
             dv = T(4) * invpi * ix * iy[t] / std::sqrt(std::max(w, std::numeric_limits<T>::min()));
         } else {
             const T sx = XS == 2 ? (second[t] != T(0) ? sx1 : sx0) : XS ? sx0 : sxa[t];
-            T rho = clamp1(c * ix * iy[t]);
-            if (FN == FN_RELU || FN == FN_ARCCOS1 || FN == FN_ARCCOS0)
-                rho = std::fabs(rho) >= snap ? std::copysign(T(1), rho) : rho;
+            const T r = c * ix * iy[t];
+            const T rho = clamp1(r);
             const T s = sx * sy[t];
-            if (FN == FN_RELU || FN == FN_ARCCOS1) {
-                T th, sn;
-                acos_sin_v(rho, th, sn);
-                const T f = FN == FN_RELU ? inv2pi : invpi;
-                kv = s * (sn + (pi - th) * rho) * f;
-                dv = (pi - th) * f;
-            } else if (FN == FN_ARCCOS0) {
-                kv = s * (pi - acos_v(rho)) * invpi;
-                dv = T(0);
+            if (FN == FN_RELU || FN == FN_ARCCOS1 || FN == FN_ARCCOS0) {
+                // |rho| clamped and snapped in one select (snap < 1), the
+                // sign read off r: no clamp of r itself
+                const T a = std::fabs(r) >= snap ? T(1) : std::fabs(r);
+                // the factor f = 1 / (2 pi) (ReLU) or 1 / pi is folded into
+                // the polynomials as sc = pi f (1/2 or 1: exact)
+                constexpr T sc = FN == FN_RELU ? T(0.5) : T(1);
+                T psi, jn;
+                arccos_dual_parts(a, sc, psi, jn);
+                const T d = r > T(0) ? sc - psi : psi;  // f (pi - theta)
+                if (FN == FN_ARCCOS0) {
+                    kv = s * d;
+                    dv = T(0);
+                } else {
+                    kv = s * (jn + (r > T(0) ? sc * a : T(0)));
+                    dv = d;
+                }
             } else if (FN == FN_EXP) {
                 const T e = exp_t((rho - T(1)) * p);
                 kv = s * e;

@@ -252,7 +252,7 @@ class Engine {
     int64_t sp_ = 0;
     Buffer<T> zero_row_;  // zeros: the rows outside the map in block_sums
     std::vector<const T*> block_rows_;  // conv_diag_blocks' row table
-    Buffer<T> next_K_, next_T_, scratch_, pool_height_, y_channel_major_, diag_padded_, block_padded_, block_sums_, pool_weights_;
+    Buffer<T> next_K_, next_T_, scratch_, pool_height_, y_channel_major_, diag_padded_, block_padded_, pool_weights_;
     std::vector<const T*> pool_rows_;
     int64_t block_pad_top_ = 0, block_pad_width_ = 0;
     int64_t diag_pad_layout_[4] = {-1, -1, -1, -1};  // conv_diag's (Ho, W, PL, Wp)

@@ -66,37 +66,6 @@ CK_INLINE C asin_core(C z, C t) {
     }
 }
 
-// sqrt(1 - u) for u in [0, 1/4]: Chebyshev fits (computed in 50-digit
-// arithmetic) of degree 12 for double (max relative error 1.3e-16) and 5 for
-// float (6.9e-8); polynomial FMAs are cheaper than a second vector sqrt.
-template <class C>
-CK_INLINE C sqrt1m_poly(C u) {
-    if constexpr (std::is_same<C, float>::value) {
-        float p = -0.05078177526593208f;
-        p = p * u + -0.03161308914422989f;
-        p = p * u + -0.06352239847183228f;
-        p = p * u + -0.12493826448917389f;
-        p = p * u + -0.5000013709068298f;
-        p = p * u + 1.0f;
-        return p;
-    } else {
-        C p = (C)-0.034308838583332474;
-        p = p * u + (C)0.017190548009281534;
-        p = p * u + (C)-0.021194963521473254;
-        p = p * u + (C)-0.007446828865423663;
-        p = p * u + (C)-0.01375441009387522;
-        p = p * u + (C)-0.016027596302914372;
-        p = p * u + (C)-0.020515325325567758;
-        p = p * u + (C)-0.02734331164089207;
-        p = p * u + (C)-0.0390625163329017;
-        p = p * u + (C)-0.06249999963931342;
-        p = p * u + (C)-0.1250000000041244;
-        p = p * u + (C)-0.4999999999999815;
-        p = p * u + (C)1.0;
-        return p;
-    }
-}
-
 // The range reduction shared by the arc functions, for a = |x| in [0, 1]:
 // r = asin(z) with z = a when a <= 1/2, else z = sqrt((1 - a) / 2), so that
 // asin(a) = pi/2 - 2 r and acos(a) = 2 r there; t = z^2.  Returns whether
@@ -113,33 +82,6 @@ CK_INLINE bool asin_reduce(C a, C& r, C& t, C& z) {
     return big;
 }
 
-// acos(x) for x in [-1, 1], branch-free (both branches are computed and
-// selected, so that the loops calling it vectorise).
-template <class C>
-CK_INLINE C acos_v(C x) {
-    const C pi = (C)kPi;
-    C r, t, z;
-    const bool big = asin_reduce(std::fabs(x), r, t, z);
-    const C ac = big ? C(2) * r : C(0.5) * pi - r;  // acos(|x|)
-    return x < C(0) ? pi - ac : ac;
-}
-
-// acos(x) and sin(acos x) = sqrt(1 - x^2) for x in [-1, 1].  In float with a
-// single square root: for |x| <= 1/2, sqrt(1 - x^2) = S(x^2); above,
-// sqrt(1 - x^2) = 2 z S(z^2), S(u) = sqrt(1 - u) on [0, 1/4] (sqrt1m_poly).
-template <class C>
-CK_INLINE void acos_sin_v(C x, C& th, C& sn) {
-    const C pi = (C)kPi;
-    C r, t, z;
-    const bool big = asin_reduce(std::fabs(x), r, t, z);
-    const C ac = big ? C(2) * r : C(0.5) * pi - r;
-    th = x < C(0) ? pi - ac : ac;
-    if constexpr (std::is_same<C, float>::value)
-        sn = (big ? C(2) * z : C(1)) * sqrt1m_poly(t);
-    else  // measured: for double the second sqrt beats 13 more FMAs
-        sn = std::sqrt((C(1) - x) * (C(1) + x));
-}
-
 // asin(x) for x in [-1, 1], branch-free.
 template <class C>
 CK_INLINE C asin_v(C x) {
@@ -147,6 +89,68 @@ CK_INLINE C asin_v(C x) {
     const bool big = asin_reduce(std::fabs(x), r, t, z);
     const C as = big ? C(0.5) * (C)kPi - C(2) * r : r;  // asin(|x|)
     return std::copysign(as, x);
+}
+
+// The arc-cosine duals in one piece, with no range split: for a = |rho| in
+// [0, 1], t = (1 - a) / 2 and z = sqrt(t) (the only square root),
+//   acos(a) = z A(t),  J(-a) = sqrt(1 - a^2) - a acos(a) = z t H(t),
+// A and H analytic on t in [0, 1/2] (asin(z) is singular at t = 1 only), and
+// J(rho) = sin(theta) + (pi - theta) rho with J(rho) - J(-rho) = pi rho gives
+//   J(rho) = pi max(rho, 0) + z t H(t),  pi - theta = rho > 0 ? pi - z A : z A.
+// A / pi and H / pi are near-minimax polynomials for the relative error, the
+// coefficients rounded one at a time with the rest refitted, in 50-digit
+// arithmetic (_ext/fit_arccos_dual.py): degrees 7 and 6 in float (max
+// relative error 3.8e-8 and 1.8e-8, the rounding of their constant terms),
+// 18 and 16 in double (5.4e-17, 4.5e-17).  z t H is accurate relative to
+// itself, also near rho = -1 where sin(theta) + (pi - theta) rho cancelled:
+// the duals come out within 2.3 ulps of their value over all of [-1, 1] in
+// both types (tests/test_dual.py).
+// Returns psi = sc acos(a) / pi and jn = sc J(-a) / pi (sc = 1/2 or 1: exact).
+template <class C>
+CK_INLINE void arccos_dual_parts(C a, C sc, C& psi, C& jn) {
+    const C t = C(0.5) - C(0.5) * a;  // exact for a >= 1/2
+    const C z = std::sqrt(t);
+    C pa, ph;
+    if constexpr (std::is_same<C, float>::value) {
+        static constexpr float ca[] = {
+            0.6366197466850281f, 0.10610849410295486f, 0.04756084084510803f,
+            0.030952615663409233f, 0.002615369390696287f, 0.07238628715276718f,
+            -0.0936889797449112f, 0.09112061560153961f};
+        static constexpr float ch[] = {
+            0.8488263487815857f, 0.08488225191831589f, 0.02731931395828724f,
+            0.012102564796805382f, 0.010187825188040733f, -0.004307675175368786f,
+            0.013059316202998161f};
+        pa = sc * ca[7];
+#pragma GCC unroll 8
+        for (int k = 6; k >= 0; --k) pa = pa * t + sc * ca[k];
+        ph = sc * ch[6];
+#pragma GCC unroll 8
+        for (int k = 5; k >= 0; --k) ph = ph * t + sc * ch[k];
+    } else {
+        static constexpr double ca[] = {
+            0.6366197723675814, 0.10610329539454876, 0.04774648293810828,
+            0.0284205246261266, 0.01934178966699512, 0.014241334340794764,
+            0.011070182247855356, 0.008586069784603299, 0.010265207078814032,
+            -0.014489779963276, 0.11646511526072402, -0.44901294303147454,
+            1.4144269657393862, -3.3137036735715513, 5.815567432569614,
+            -7.362186736602375, 6.400457510377279, -3.424293286658229,
+            0.8655646183295029};
+        static constexpr double ch[] = {
+            0.8488263631567752, 0.08488263631563098, 0.027283704538123718,
+            0.012631344115671173, 0.007033384103305276, 0.0043818249042287035,
+            0.002953523717221668, 0.0020111955685093684, 0.002159677711301748,
+            -0.0022074429397040732, 0.014818099620655823, -0.04126947189356098,
+            0.09349262430865356, -0.14586660672539162, 0.15694399512795076,
+            -0.10237297728233075, 0.0322485483579598};
+        pa = sc * ca[18];
+#pragma GCC unroll 20
+        for (int k = 17; k >= 0; --k) pa = pa * t + sc * ca[k];
+        ph = sc * ch[16];
+#pragma GCC unroll 20
+        for (int k = 15; k >= 0; --k) ph = ph * t + sc * ch[k];
+    }
+    psi = z * pa;
+    jn = z * t * ph;
 }
 
 template <class C>
