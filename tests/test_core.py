@@ -431,11 +431,16 @@ def test_many_input_channels_match_reference(name, dtype, tol):
 
 
 # The diagonal path's window sums (conv_diag): height taps straight from the
-# map's rows into zero-margined padded rows, then the width taps as strided
-# sums.  Large windows (all rows are border rows, windows wider than the map),
-# asymmetric and "valid" paddings (output narrower than the input), dilation,
-# and two convolutions of different geometry in a row (the padded layout is
-# rebuilt), in float64 and float32, against the oracle.
+# map's rows into zero-margined padded rows (for 3 or more undilated taps as
+# block prefix / suffix sums, groups of k windows from 2k - 1 rows, a zero row
+# outside the map), then the width taps as strided sums.  Large windows (all
+# rows are border rows, windows wider and taller than the map, output rows
+# with no valid tap at all), asymmetric and "valid" paddings (output narrower
+# than the input), output heights that are and are not multiples of k (the
+# last group overlaps the one before it, or is the only one), dilation (direct
+# sums), and convolutions of different geometry in a row (the padded layout
+# is rebuilt), in float64 and float32 and every SIMD variant, against the
+# oracle.
 LARGE_WINDOWS = {
     "same-5-7-9": S(Conv(5, weight_var=2, bias_var=0.1), ReLU(), Conv(7, weight_var=2), ReLU(),
                     Conv(9, weight_var=2, bias_var=0.3), ReLU(), Flatten(), Dense()),
@@ -446,7 +451,52 @@ LARGE_WINDOWS = {
                           Conv((2, 6), padding=3, weight_var=2), ReLU(), Flatten(), Dense()),
     "dilated": S(Conv(5, dilation=2, weight_var=2), ReLU(),
                  Conv((3, 4), dilation=(3, 1), padding="valid", weight_var=2), ReLU(), Flatten()),
+    # 13 and 9 taps taller than the 11-row map (Ho < k: one group, spare rows)
+    "taller-than-map": S(Conv((13, 3), weight_var=2, bias_var=0.1), ReLU(),
+                         Conv((9, 13), padding=((8, 8), (6, 6)), weight_var=2), ReLU(),
+                         Flatten(), Dense()),
+    # padding beyond the window: output rows whose windows hold no map row
+    # (all-zero sums, then only the bias) next to clipped ones
+    "rows-without-taps": S(Conv((3, 5), padding=((5, 4), (2, 2)), weight_var=2, bias_var=0.2),
+                           ReLU(), Conv((6, 3), padding=((7, 0), (1, 1)), weight_var=2),
+                           ReLU(), Flatten(), Dense()),
+    # valid / asymmetric 7 and 5 tap windows, output heights 5, 9, 4
+    "valid-asymmetric": S(Conv((7, 3), padding="valid", weight_var=2), ReLU(),
+                          Conv((5, 5), padding=((6, 2), (3, 1)), weight_var=2, bias_var=0.1),
+                          ReLU(), Conv((6, 2), padding="valid", weight_var=2), ReLU(),
+                          Flatten(), Dense()),
+    # undilated axis next to a dilated one, and a dilated 5-tap axis (direct sums)
+    "dilated-large": S(Conv((7, 5), dilation=(1, 2), weight_var=2), ReLU(),
+                       Conv((5, 7), dilation=(2, 1), weight_var=2, bias_var=0.1), ReLU(),
+                       Flatten()),
 }
+
+
+def _variant_gram(arch, X, Y, kind, dtype, variant):
+    """The pair pass of one SIMD variant, shaped as reference_gram's result."""
+    from sklearn_convkernel import _core
+    from sklearn_convkernel._plan import make_plan
+
+    plan = make_plan(arch, X.shape[1:], kind=kind)
+    H, W, C = plan.input_shape
+    prog = _core.CompiledProgram(plan.ops, plan.fops, plan.blob_i, plan.blob_f, H, W, C,
+                                 plan.tape_len, plan.n_outputs, plan.kind == "ntk",
+                                 variant=variant)
+    Xf, Yf = (np.ascontiguousarray(A.reshape(len(A), -1), dtype=dtype) for A in (X, Y))
+    tapes = []
+    for A in (Xf, Yf):
+        t = np.empty((len(A), plan.tape_len), dtype=dtype)
+        prog.self_pass(A, t, np.empty((len(A), plan.n_outputs), dtype=dtype))
+        tapes.append(t)
+    out = np.zeros((plan.n_outputs, len(Xf), len(Yf)), dtype=dtype)
+    prog.pair_tile(Xf, tapes[0], 0, Yf, tapes[1], 0, out, False)
+    return out[0] if plan.n_outputs == 1 else out
+
+
+def _variants():
+    from sklearn_convkernel import _core
+
+    return _core.simd_variants()
 
 
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 2e-6)])
@@ -459,6 +509,9 @@ def test_diagonal_window_sums_of_large_windows_match_reference(name, dtype, tol)
         expected = reference_gram(X, Y, architecture=arch, kind=kind)
         got = conv_kernel(X, Y, architecture=arch, kind=kind, dtype=dtype)
         assert rel_err(got, expected) <= tol, (kind, rel_err(got, expected))
+        for variant in _variants():
+            got = _variant_gram(arch, X, Y, kind, dtype, variant)
+            assert rel_err(got, expected) <= tol, (kind, variant, rel_err(got, expected))
         expected = reference_gram(X, architecture=arch, kind=kind)
         got = conv_kernel(X, architecture=arch, kind=kind, dtype=dtype)
         assert rel_err(got, expected) <= tol, (kind, rel_err(got, expected))
@@ -498,3 +551,49 @@ def test_first_conv_as_patch_products_matches_reference(name, dtype, tol):
             expected = reference_gram(X, architecture=arch, kind=kind)
             got = conv_kernel(X, architecture=arch, kind=kind, dtype=dtype, spatial="full")
             assert rel_err(got, expected) <= tol, (C, kind, rel_err(got, expected))
+
+
+# Wide rows (40 columns: whole vectors and tails in every SIMD variant) and
+# map heights around multiples of the tap count, for 3 to 16 taps.
+@pytest.mark.parametrize("k", [3, 4, 5, 7, 9, 13, 16])
+def test_block_window_sums_over_tap_counts_match_reference(k):
+    arch = S(Conv((k, 3), weight_var=2, bias_var=0.1), ReLU(),
+             Conv((k, 1), padding=((k - 2, 1), (0, 0)), weight_var=2), ReLU(), Flatten(), Dense())
+    for h in sorted({2 * k - 1, 2 * k + 1, k + 2}):
+        X = make_data("uniform", 1, (h, 40), 2, seed=k + h)
+        Y = make_data("normal", 1, (h, 40), 1, seed=k * h)
+        expected = reference_gram(X, Y, architecture=arch, kind="ntk")
+        for dtype, tol in [(np.float64, 1e-12), (np.float32, 2e-6)]:
+            for variant in _variants():
+                got = _variant_gram(arch, X, Y, "ntk", dtype, variant)
+                assert rel_err(got, expected) <= tol, (h, dtype, variant, rel_err(got, expected))
+
+
+# Window sums add, never subtract: the exact zeros of a background stay
+# exactly zero.  x has content only in its top rows, y only in its bottom
+# rows, in the same columns; after three 7x7 / 7x7 / 5x5 layers their
+# self-variance maps have disjoint supports (content spreads 8 rows), so
+# that the cross map, hence the kernel, must be exactly 0.  The content
+# spans 16 orders of magnitude: a running sum (add the entering row,
+# subtract the leaving one) would leave rounding residues in x's background
+# below its content, where y's self-variance is not 0, and K(x, y) would not
+# be 0 (checked: it is not, with running sums in conv_diag's height taps).
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kind", ["nngp", "ntk"])
+def test_zero_background_stays_exactly_zero(kind, dtype):
+    rng = np.random.default_rng(31)
+    def content(shape):
+        return rng.choice([-1.0, 1.0], shape) * 10.0 ** rng.uniform(-8, 8, shape)
+    X = np.zeros((2, 24, 26, 1))
+    X[0, :4, :6, 0] = content((4, 6))
+    X[1, 1:4, 10:26, 0] = content((3, 16))
+    Y = np.zeros((2, 24, 26, 1))
+    Y[0, -4:, :8, 0] = content((4, 8))
+    Y[1, -3:, 5:20, 0] = content((3, 15))
+    arch = S(Conv(7, weight_var=2), ReLU(), Conv(7, weight_var=2), ReLU(), Conv(5, weight_var=2),
+             ReLU(), Flatten(), Dense())
+    for variant in _variants():
+        got = _variant_gram(arch, X, Y, kind, dtype, variant)
+        assert np.all(got == 0), (variant, got)
+    assert np.all(reference_gram(X, Y, architecture=arch, kind=kind) == 0)
+    assert np.all(conv_kernel(X, architecture=arch, kind=kind, dtype=dtype) != 0)

@@ -306,11 +306,12 @@ inline void Engine<T>::conv_pad_layout(int64_t W) {
 
 // Window sums of a diagonal-mode map (H x W) into o (Ho x Wo), o = c * sums + b.
 // Contiguous axes (stride 1, zero padding): the height taps first, straight
-// from the map's rows (constant row offsets over the band of output rows
-// where every tap is inside the input, one strided sum; the few border rows
-// sum their valid taps row by row), into the interior of rows padded with
-// zeros (stride Wp), so that the width taps are constant offsets; then one
-// strided sum of the width taps writes o.  The zero margins are written only
+// from the map's rows (block prefix / suffix sums for 3 or more undilated
+// taps: conv_diag_blocks; direct sums otherwise: conv_diag_rows), into the
+// interior of rows padded with zeros (stride Wp), so that the width taps are
+// constant offsets; then one strided sum of the width taps writes o (direct
+// sums: a block scheme along the vector direction does not vectorise, and
+// transposing costs more than it saves).  The zero margins are written only
 // when the layout changes (they are never overwritten), so that no row is
 // copied.
 template <class T>
@@ -334,11 +335,52 @@ inline void Engine<T>::conv_diag(const T* src, T* o, int64_t H, int64_t W, T c, 
     const int64_t Wp = PL + W + PR;
     if (diag_pad_layout_[0] != Ho || diag_pad_layout_[1] != W || diag_pad_layout_[2] != PL ||
         diag_pad_layout_[3] != Wp) {
-        diag_padded_.assign((size_t)(Ho * Wp), T(0));
+        // (at least kMaxTaps rows: block_sums writes whole groups of k rows)
+        diag_padded_.assign((size_t)(std::max<int64_t>(Ho, kMaxTaps) * Wp), T(0));
         diag_pad_layout_[0] = Ho; diag_pad_layout_[1] = W;
         diag_pad_layout_[2] = PL; diag_pad_layout_[3] = Wp;
     }
     T* pad = diag_padded_.data() + PL;  // column 0 of the map in padded row 0
+    if (axis_h_->unit && axis_h_->k >= kBlockSumMinTaps)
+        conv_diag_blocks(src, pad, H, W, lds, Wp);
+    else
+        conv_diag_rows(src, pad, W, lds, Wp);
+    const T* rows[kMaxTaps];
+    for (int64_t t = 0; t < axis_w_->k; ++t) rows[t] = pad + axis_w_->off[(size_t)t];
+    sum_rows(rows, (int)axis_w_->k, o, Wo, c, b, Ho, Wp, ldo);
+}
+
+// conv_diag's height taps (unit axis, k >= kBlockSumMinTaps) in groups of k
+// output rows (block_sums) from a table of the padded rows (u = i - off for
+// map row i; a zero row outside the map).  A last partial group overlaps the
+// one before it (its rows are recomputed, with another block alignment: as
+// exact), or, when Ho < k, fills the spare rows of the buffer.
+template <class T>
+inline void Engine<T>::conv_diag_blocks(const T* src, T* pad, int64_t H, int64_t W, int64_t lds,
+                                        int64_t Wp) {
+    const int64_t Ho = axis_h_->n_out, k = axis_h_->k, off = axis_h_->off[0];
+    if ((int64_t)zero_row_.size() < W) zero_row_.assign((size_t)W, T(0));
+    const int64_t n_u = std::max(Ho, k) + k - 1;
+    block_rows_.resize((size_t)n_u);
+    const T** rows = block_rows_.data();
+    const int64_t u_lo = std::min(n_u, std::max<int64_t>(0, -off));
+    const int64_t u_hi = std::max(u_lo, std::min(n_u, H - off));
+    for (int64_t u = 0; u < n_u; ++u)
+        rows[u] = u >= u_lo && u < u_hi ? src + (u + off) * lds : zero_row_.data();
+    const int64_t n_whole = Ho / k;
+    if (n_whole > 0) block_sums(rows, (int)k, pad, Wp, W, n_whole);
+    if (Ho % k) {
+        const int64_t g = Ho >= k ? Ho - k : 0;
+        block_sums(rows + g, (int)k, pad + g * Wp, Wp, W);
+    }
+}
+
+// conv_diag's height taps as direct sums: constant row offsets over the
+// band of output rows where every tap is inside the map (one strided sum),
+// the border rows summing their valid taps row by row.
+template <class T>
+inline void Engine<T>::conv_diag_rows(const T* src, T* pad, int64_t W, int64_t lds, int64_t Wp) {
+    const int64_t Ho = axis_h_->n_out;
     const T* rows[kMaxTaps];
     int64_t Bl = 0, Bh = Ho;
     for (int64_t t = 0; t < axis_h_->k; ++t) {
@@ -363,8 +405,6 @@ inline void Engine<T>::conv_diag(const T* src, T* o, int64_t H, int64_t W, T c, 
         else
             sum_rows(rows, nv, pad + a * Wp, W, T(1), T(0));
     }
-    for (int64_t t = 0; t < axis_w_->k; ++t) rows[t] = pad + axis_w_->off[(size_t)t];
-    sum_rows(rows, (int)axis_w_->k, o, Wo, c, b, Ho, Wp, ldo);
 }
 
 // Strided, dilated-with-stride or circular axes: tap tables.

@@ -219,6 +219,11 @@ class Engine {
     void conv_diag(const T* src, T* o, int64_t H, int64_t W, T c, T b, int64_t lds = 0,
                    int64_t ldo = 0);
 
+    // conv_diag's height taps into the padded rows: block prefix / suffix
+    // sums (unit axis, k >= kBlockSumMinTaps) or direct sums.
+    void conv_diag_blocks(const T* src, T* pad, int64_t H, int64_t W, int64_t lds, int64_t Wp);
+    void conv_diag_rows(const T* src, T* pad, int64_t W, int64_t lds, int64_t Wp);
+
     // Strided, dilated-with-stride or circular axes: tap tables.
     void conv_diag_generic(const T* src, T* o, int64_t W, int64_t lds, int64_t ldo);
 
@@ -278,6 +283,8 @@ class Engine {
     const bool ntk_;
     std::vector<State<T>> stack_;
     int64_t sp_ = 0;
+    Buffer<T> zero_row_;  // zeros: the rows outside the map in block_sums
+    std::vector<const T*> block_rows_;  // conv_diag_blocks' row table
     Buffer<T> next_K_, next_T_, scratch_, pool_height_, y_channel_major_, diag_padded_, block_padded_, pool_weights_;
     std::vector<const T*> pool_rows_;
     int64_t block_pad_top_ = 0, block_pad_width_ = 0;

@@ -60,6 +60,7 @@ struct State {
 struct ConvAxis {
     int64_t n_in = 0, n_out = 0, k = 0;
     bool contiguous = false;          // stride 1 and zero padding
+    bool unit = false;                // contiguous without dilation: consecutive taps
     std::vector<int64_t> tab;         // k x n_out
     std::vector<int64_t> lo, hi, off;  // per tap (contiguous case)
 
@@ -67,6 +68,7 @@ struct ConvAxis {
              bool circular) {
         n_in = nin; n_out = nout; k = kk;
         contiguous = (s == 1 && !circular);
+        unit = contiguous && dil == 1;
         tab.assign((size_t)(k * n_out), -1);
         lo.assign((size_t)k, 0); hi.assign((size_t)k, 0); off.assign((size_t)k, 0);
         for (int64_t d = 0; d < k; ++d) {
