@@ -91,6 +91,15 @@ CK_INLINE C asin_v(C x) {
     return std::copysign(as, x);
 }
 
+// sum_k sc c[k] t^k by Horner's rule, highest degree first.
+template <int N, class C>
+CK_INLINE C horner_scaled(const C (&c)[N], C t, C sc) {
+    C p = sc * c[N - 1];
+#pragma GCC unroll 20
+    for (int k = N - 2; k >= 0; --k) p = p * t + sc * c[k];
+    return p;
+}
+
 // The arc-cosine duals in one piece, with no range split: for a = |rho| in
 // [0, 1], t = (1 - a) / 2 and z = sqrt(t) (the only square root),
 //   acos(a) = z A(t),  J(-a) = sqrt(1 - a^2) - a acos(a) = z t H(t),
@@ -120,12 +129,8 @@ CK_INLINE void arccos_dual_parts(C a, C sc, C& psi, C& jn) {
             0.8488263487815857f, 0.08488225191831589f, 0.02731931395828724f,
             0.012102564796805382f, 0.010187825188040733f, -0.004307675175368786f,
             0.013059316202998161f};
-        pa = sc * ca[7];
-#pragma GCC unroll 8
-        for (int k = 6; k >= 0; --k) pa = pa * t + sc * ca[k];
-        ph = sc * ch[6];
-#pragma GCC unroll 8
-        for (int k = 5; k >= 0; --k) ph = ph * t + sc * ch[k];
+        pa = horner_scaled(ca, t, sc);
+        ph = horner_scaled(ch, t, sc);
     } else {
         static constexpr double ca[] = {
             0.6366197723675814, 0.10610329539454876, 0.04774648293810828,
@@ -142,12 +147,8 @@ CK_INLINE void arccos_dual_parts(C a, C sc, C& psi, C& jn) {
             -0.0022074429397040732, 0.014818099620655823, -0.04126947189356098,
             0.09349262430865356, -0.14586660672539162, 0.15694399512795076,
             -0.10237297728233075, 0.0322485483579598};
-        pa = sc * ca[18];
-#pragma GCC unroll 20
-        for (int k = 17; k >= 0; --k) pa = pa * t + sc * ca[k];
-        ph = sc * ch[16];
-#pragma GCC unroll 20
-        for (int k = 15; k >= 0; --k) ph = ph * t + sc * ch[k];
+        pa = horner_scaled(ca, t, sc);
+        ph = horner_scaled(ch, t, sc);
     }
     psi = z * pa;
     jn = z * t * ph;
