@@ -23,8 +23,10 @@ valgrind runs the engine variant of the CPU it emulates: it has no AVX-512,
 so ``--simd`` defaults to ``avx2`` (``generic`` is the other choice).
 Functions that the compiler inlined count in their caller, which is how the
 categories are named (the engine keeps each operation in its own non-inlined
-function: ``sum_rows`` / ``conv_diag`` / ``op_conv`` are window sums,
-``nonlin_*`` / ``block_nonlin`` the dual activations, ...).
+function: ``sum_rows`` / ``block_sums`` / ``conv_diag`` / ``op_conv`` are
+window sums, ``nonlin_*`` / ``block_nonlin`` the dual activations, ...; the
+full path's ``op_input_conv`` computes the input covariance and the first
+convolution together as patch inner products and counts as "input").
 """
 
 from __future__ import annotations
@@ -56,7 +58,10 @@ IMAGE = (28, 28, 1)
 CATEGORY_RULES = (
     ("nonlinearity", r"nonlin|dual|acos|asin|exp_|erf"),
     ("pooling", r"pool|wsum_rows"),
-    ("window sums", r"sum_rows|conv_diag|conv_block|op_conv|ConvAxis"),
+    # the full path computes the input covariance and the first convolution
+    # together as patch inner products (op_input_conv): counted as input
+    ("input", r"op_input|patch_dot|dot_channels"),
+    ("window sums", r"sum_rows|block_sums|conv_diag|conv_block|disp_conv|op_conv|ConvAxis"),
     ("read-out", r"readout|read_out|sum8|reduce|trace"),
 )
 CATEGORIES = ("input", "window sums", "nonlinearity", "pooling", "read-out", "other")
@@ -164,6 +169,7 @@ def main(argv=None):
             pairs, variant, by_cat = profile(w, args.dtype, args.simd, tmp)
             flops = model(w, itemsize)
             total_i, total_f = sum(by_cat.values()), sum(flops.values())
+            first = len(lines)
             for cat in CATEGORIES:
                 if by_cat[cat] == 0 and flops[cat] == 0:
                     continue
@@ -172,7 +178,7 @@ def main(argv=None):
                              f"{flops[cat] / total_f:.0%} |")
             lines.append(f"| {w} ({variant}) | **total** | **{total_i / pairs:,.0f}** | | "
                          f"**{total_f:,.0f}** | |")
-            print("\n".join(lines[-len(CATEGORIES) - 1:]), flush=True)
+            print("\n".join(lines[first:]), flush=True)
     text = "\n".join(lines) + "\n"
     print()
     print(text)

@@ -143,3 +143,7 @@ Ir                  file:function
         assert prof.categorize(name) == "window sums", name
     assert prof.categorize("void convkernel::avx2::Engine<float>::block_nonlin<3>(long)") \
         == "nonlinearity"
+    assert prof.categorize("void convkernel::avx2::block_sums<float>(float const**, int)") \
+        == "window sums"
+    assert prof.categorize("convkernel::avx2::Engine<float>::op_input_conv(long const*)") \
+        == "input"
