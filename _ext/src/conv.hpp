@@ -389,7 +389,10 @@ inline void Engine<T>::conv_diag_rows(const T* src, T* pad, int64_t W, int64_t l
     }
     if (Bl < Bh) {
         for (int64_t t = 0; t < axis_h_->k; ++t) rows[t] = src + (Bl + axis_h_->off[(size_t)t]) * lds;
-        sum_rows(rows, (int)axis_h_->k, pad + Bl * Wp, W, T(1), T(0), Bh - Bl, lds, Wp);
+        if (lds == W && Wp == W)  // contiguous rows: one flat sum (no row tails)
+            sum_rows(rows, (int)axis_h_->k, pad + Bl * W, (Bh - Bl) * W, T(1), T(0));
+        else
+            sum_rows(rows, (int)axis_h_->k, pad + Bl * Wp, W, T(1), T(0), Bh - Bl, lds, Wp);
     } else {
         Bl = Bh = Ho;
     }

@@ -58,9 +58,7 @@ inline const T* Engine<T>::disp_channel_major(const T* x, Buffer<T>& buf, const 
                                               int64_t HW, int64_t C) {
     if (cached != x) {
         buf.resize((size_t)(C * HW));
-        T* dst = buf.data();
-        for (int64_t q = 0; q < HW; ++q)
-            for (int64_t c = 0; c < C; ++c) dst[c * HW + q] = x[q * C + c];
+        to_channel_major(x, buf.data(), HW, C);
         cached = x;
     }
     return buf.data();
@@ -76,7 +74,6 @@ inline const T* Engine<T>::disp_channel_major(const T* x, Buffer<T>& buf, const 
 // Either way the same sums in the same tap order.
 template <class T>
 inline void Engine<T>::disp_conv(const T* src, T* o, int64_t h, int64_t w, int64_t W, T c, T b) {
-    const ConvAxis& ah = *axis_h_;
     const ConvAxis& aw = *axis_w_;
     int64_t PL = 0, PR = 0;  // the width taps' reach left and right
     for (int64_t t = 0; t < aw.k; ++t) {
@@ -88,30 +85,8 @@ inline void Engine<T>::disp_conv(const T* src, T* o, int64_t h, int64_t w, int64
         return;
     }
     T* tmp = disp_conv_tmp_.data() + W;  // after the zero margin
+    conv_diag_rows(src, tmp, W, W, W);  // the height taps over whole rows of W values
     const T* rows[kMaxTaps];
-    int64_t Bl = 0, Bh = h;  // the rows where every height tap is inside
-    for (int64_t t = 0; t < ah.k; ++t) {
-        Bl = std::max(Bl, ah.lo[(size_t)t]);
-        Bh = std::min(Bh, ah.hi[(size_t)t]);
-    }
-    if (Bl < Bh) {
-        for (int64_t t = 0; t < ah.k; ++t) rows[t] = src + (Bl + ah.off[(size_t)t]) * W;
-        sum_rows(rows, (int)ah.k, tmp + Bl * W, (Bh - Bl) * W, T(1), T(0));
-    } else {
-        Bl = Bh = h;
-    }
-    for (int64_t a = 0; a < h; ++a) {  // the border rows: their taps inside
-        if (a == Bl) a = Bh;
-        if (a >= h) break;
-        int nv = 0;
-        for (int64_t t = 0; t < ah.k; ++t)
-            if (a >= ah.lo[(size_t)t] && a < ah.hi[(size_t)t])
-                rows[nv++] = src + (a + ah.off[(size_t)t]) * W;
-        if (nv == 0)
-            std::fill(tmp + a * W, tmp + a * W + W, T(0));
-        else
-            sum_rows(rows, nv, tmp + a * W, W, T(1), T(0));
-    }
     // the unused columns the width taps read, column by column (a few
     // strided stores: a vector loop per row cost more than the rows' tails)
     T* const end = tmp + h * W;

@@ -27,8 +27,7 @@ inline void Engine<T>::op_input(const int64_t* r, const double* f, const T* x, c
     if (s.full) {
         // channel-major copy of y so that rows are contiguous
         y_channel_major_.resize((size_t)(C * H * W));
-        for (int64_t q = 0; q < H * W; ++q)
-            for (int64_t c = 0; c < C; ++c) y_channel_major_[(size_t)(c * H * W + q)] = y[q * C + c];
+        to_channel_major(y, y_channel_major_.data(), H * W, C);
         for (int64_t i = 0; i < H; ++i)
             for (int64_t i2 = 0; i2 < H; ++i2)
                 for (int64_t j = 0; j < W; ++j) {

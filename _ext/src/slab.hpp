@@ -244,8 +244,7 @@ inline bool Engine<T>::slab_compute(const T* x, const T* y, const T* tx, const T
     std::fill(readout_T_.begin(), readout_T_.end(), 0.0);
     // channel-major copy of y: contiguous rows for the input blocks
     y_channel_major_.resize((size_t)(C * HW));
-    for (int64_t q = 0; q < HW; ++q)
-        for (int64_t c = 0; c < C; ++c) y_channel_major_[(size_t)(c * HW + q)] = y[q * C + c];
+    to_channel_major(y, y_channel_major_.data(), HW, C);
     axis_w_ = conv_axes_.data() + 1;  // the width axis: the same for every conv (set below)
     const int64_t n_slabs = self ? H : 2 * H - 1;
     for (int64_t sl = 0; sl < n_slabs; ++sl) {

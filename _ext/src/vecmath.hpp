@@ -247,6 +247,14 @@ inline void axpy(T a, const T* __restrict x, T* __restrict y, int64_t n) {
 // A short row copied inline (vector moves; the build passes
 // -fno-tree-loop-distribute-patterns so that this stays a loop and not a
 // call to memcpy, whose call overhead dominates rows of a few dozen values).
+// An image's pixel-major values (HW positions x C channels) as C rows of HW
+// values: the rows the input products read contiguously.
+template <class T>
+inline void to_channel_major(const T* __restrict x, T* __restrict dst, int64_t HW, int64_t C) {
+    for (int64_t q = 0; q < HW; ++q)
+        for (int64_t c = 0; c < C; ++c) dst[c * HW + q] = x[q * C + c];
+}
+
 template <class T>
 CK_INLINE void copy_row(T* __restrict dst, const T* __restrict src, int64_t n) {
     for (int64_t t = 0; t < n; ++t) dst[t] = src[t];
