@@ -242,6 +242,12 @@ cdef class CompiledProgram:
     def __reduce__(self):
         return (_restore_program, (self._args, self.variant))
 
+    def with_variant(self, variant):
+        """The same program running with engine ``variant`` (one of :func:`simd_variants`)."""
+        if variant == self.variant:
+            return self
+        return CompiledProgram(*self._args, variant=variant)
+
     def self_pass(self, const real[:, ::1] X, real[:, ::1] tapes, real[:, ::1] self_out):
         """Run the self pass on the images X (n, H*W*C), filling tapes and self_out."""
         cdef char msg[MSG_LEN]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import numbers
 import os
+import warnings
 
 import numpy as np
 from joblib import delayed, effective_n_jobs
@@ -25,6 +26,7 @@ from sklearn_convkernel._progress import progress
 from sklearn_convkernel._store import (
     BatchedTileWriter,
     GramStore,
+    StoreError,
     check_not_backing,
     make_key,
     place_block,
@@ -451,8 +453,10 @@ def _conv_kernel_store(prog, X, Y, architecture, kind, dt, spatial, n_jobs, tile
     symmetric = Y is None
     key = make_key(X, Y, architecture, kind, dt, spatial, augment)
     default = default_tile_size(shape[-2], shape[-1], symmetric, effective_n_jobs(n_jobs))
-    with GramStore.open(path, key, shape, symmetric, tile_size, default) as store:
+    with GramStore.open(path, key, shape, symmetric, tile_size, default,
+                        variant=prog.variant) as store:
         if not store.complete:
+            prog = resume_variant(prog, store)
             Xf, tx, sx, Yf, ty = _flat_and_tapes(prog, X, Y, n_jobs, verbose)
             flipped = None
             if flip is not None:
@@ -460,6 +464,36 @@ def _conv_kernel_store(prog, X, Y, architecture, kind, dt, spatial, n_jobs, tile
             gram(prog, Xf, tx, sx, Yf, ty, n_jobs=n_jobs, verbose=verbose, store=store,
                  flipped=flipped)
     return np.load(os.fspath(path), mmap_mode="r+", allow_pickle=False)
+
+
+def resume_variant(prog, store):
+    """``prog`` running with the engine variant ``store``'s tiles were computed with.
+
+    Variants may differ in the last bits, so a resumed store stays bitwise
+    equal to an uninterrupted run only with its own variant: that one is used
+    whenever this CPU runs it.  Otherwise ``prog`` keeps its variant, with a
+    warning, and the store records both.
+    """
+    stored = store.variant
+    if stored is None or stored == prog.variant:
+        return prog
+    if stored not in _core().VARIANTS:
+        raise StoreError(
+            f"{store.path!r}'s store record names an engine variant {stored!r} this version "
+            f"does not know (one of {list(_core().VARIANTS)}); the record is not trustworthy: "
+            f"delete {store.path!r} and its .progress directory to start over."
+        )
+    if stored in _core().simd_variants():
+        return prog.with_variant(stored)
+    warnings.warn(
+        f"out={store.path!r} was started with the {stored!r} engine variant, which this "
+        f"CPU does not run; its remaining tiles are computed with {prog.variant!r}, whose "
+        "rounding may differ in the last bits, so the Gram is not bitwise equal to an "
+        f"uninterrupted run. Resume it on a CPU that runs {stored!r} for that.",
+        UserWarning, stacklevel=4,
+    )
+    store.record_variant(prog.variant)
+    return prog
 
 
 def _output_array(out, shape, dtype):

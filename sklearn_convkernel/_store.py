@@ -4,9 +4,11 @@ A store is the ``.npy`` file at ``PATH`` (a memory map of the final matrix)
 plus a sidecar directory ``PATH + ".progress"`` holding
 
 * ``key.json`` -- what the matrix is (content hashes of X and Y, the
-  architecture, kind, dtype, spatial mode, shape, package version) and how it
-  is cut into tiles (tile size, symmetric or not); written once, atomically
-  (temporary file, fsync, rename) *after* the ``.npy`` file exists;
+  architecture, kind, dtype, spatial mode, shape, package version), how it
+  is cut into tiles (tile size, symmetric or not) and the engine variant its
+  tiles are computed with; written atomically (temporary file, fsync,
+  rename) *after* the ``.npy`` file exists, and rewritten (atomically) only
+  to record a second variant (below);
 * ``tiles.log`` -- an append-only list of finished tile numbers, one per
   line.  A tile's number is appended only after its entries were written into
   the ``.npy`` file and flushed (``msync``); a final line ``complete`` is
@@ -15,7 +17,11 @@ plus a sidecar directory ``PATH + ".progress"`` holding
 A process killed at any moment therefore leaves a store whose logged tiles
 are on disk; rerunning the same computation computes only the others (tiles
 are deterministic, so the result is bitwise identical to an uninterrupted
-run).  A store whose key differs from the request is never reused, and
+run).  Engine variants (:mod:`._simd`) may differ in the last bits, so a
+resumed store keeps computing with the variant it was started with
+(``key.json``'s ``variant``) whatever this process would choose; only on a
+CPU that cannot run that variant do the remaining tiles use another one,
+with a warning, and ``key.json`` then lists both under ``variants``.  A store whose key differs from the request is never reused, and
 :func:`load_gram` returns only complete stores.
 """
 
@@ -183,6 +189,8 @@ class GramStore:
     def __init__(self, path, record, done, complete):
         self.path = os.fspath(path)
         self.record = record
+        # stores written before the variant was recorded have none (None)
+        self.variant = record.get("variant")
         self.done = done
         self.complete = complete
         self.tile_size = int(record["tile_size"])
@@ -192,13 +200,14 @@ class GramStore:
         self._last_sync = time.monotonic()
 
     @classmethod
-    def open(cls, path, key, shape, symmetric, tile_size, default_tile_size):
+    def open(cls, path, key, shape, symmetric, tile_size, default_tile_size, variant=None):
         """Open (or create) the store at ``path`` for the Gram identified by ``key``.
 
         ``tile_size`` (or ``default_tile_size`` when None) is used for a new
         store; an existing store keeps its own (a different explicit tile size
-        is an error).  Raises
-        :class:`StoreError` when an existing store holds another Gram.
+        is an error).  ``variant`` (the engine variant computing the tiles) is
+        recorded in a new store; an existing store's is :attr:`variant`.
+        Raises :class:`StoreError` when an existing store holds another Gram.
         """
         path = os.fspath(path)
         side = sidecar_path(path)
@@ -245,6 +254,7 @@ class GramStore:
                 "symmetric": bool(symmetric),
                 "tile_size": int(tile_size),
                 "n_tiles": len(tile_list(shape[-2], shape[-1], int(tile_size), symmetric)),
+                "variant": variant,
             }
             _write_json_atomic(os.path.join(side, "key.json"), record)
             done, complete = set(), False
@@ -269,11 +279,26 @@ class GramStore:
                 f"one. Pass another out path, or delete {path!r} and {sidecar_path(path)!r} "
                 "to start over."
             )
+        stored = record.get("variant")
+        if stored is not None and not isinstance(stored, str):
+            raise StoreError(
+                f"{os.path.join(sidecar_path(path), 'key.json')} is not a valid store record "
+                f"(variant {stored!r} is not a name); delete {path!r} and "
+                f"{sidecar_path(path)!r} to start over."
+            )
         if tile_size is not None and int(tile_size) != int(record["tile_size"]):
             raise StoreError(
                 f"out={path!r} was started with tile_size={record['tile_size']}; resume it "
                 f"with tile_size=None (or {record['tile_size']}), not {tile_size}."
             )
+
+    def record_variant(self, variant):
+        """Record (atomically, in ``key.json``) that ``variant`` computes tiles too."""
+        used = list(self.record.get("variants") or [self.variant])
+        if variant not in used:
+            used.append(variant)
+            self.record = dict(self.record, variants=used)
+            _write_json_atomic(os.path.join(sidecar_path(self.path), "key.json"), self.record)
 
     def _open_log(self):
         log = os.path.join(sidecar_path(self.path), "tiles.log")

@@ -252,3 +252,109 @@ def test_a_store_in_use_is_locked(tmp_path):
             conv_kernel(X, architecture=ARCH, out=path)
     np.testing.assert_array_equal(conv_kernel(X, architecture=ARCH, out=path),
                                   conv_kernel(X, architecture=ARCH))
+
+
+# -- engine variants ------------------------------------------------------------------
+
+
+def _key_json(path):
+    import json
+
+    with open(os.path.join(sidecar_path(path), "key.json")) as f:
+        return json.load(f)
+
+
+def _write_key_json(path, record):
+    import json
+
+    with open(os.path.join(sidecar_path(path), "key.json"), "w") as f:
+        json.dump(record, f)
+
+
+def _forget_tiles(path, keep_every=2):
+    """Drop every other finished tile from the log (and the 'complete' line)."""
+    lines = [v for v in _log_lines(path) if v.isdigit()]
+    with open(os.path.join(sidecar_path(path), "tiles.log"), "w") as f:
+        f.write("".join(f"{v}\n" for i, v in enumerate(lines) if i % keep_every))
+
+
+def _other_variant():
+    """(started, resumed): two variants this CPU runs, resumed = this process's."""
+    core = _gram._core()
+    here = core.simd_variant()
+    others = [v for v in core.simd_variants() if v != here]
+    if not others:
+        pytest.skip("this CPU runs a single engine variant")
+    return others[0], here
+
+
+def _variant_counting_tiles(monkeypatch):
+    used = []
+    original = _gram._tile_task
+
+    def counting(prog, *rest):
+        used.append(prog.variant)
+        return original(prog, *rest)
+
+    monkeypatch.setattr(_gram, "_tile_task", counting)
+    return used
+
+
+def test_a_new_store_records_its_engine_variant(tmp_path):
+    path = tmp_path / "K.npy"
+    conv_kernel(_images(5), architecture=ARCH, out=path)
+    assert _key_json(path)["variant"] == _gram._core().simd_variant()
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_a_store_resumes_with_the_variant_it_was_started_with(tmp_path, monkeypatch, n_jobs):
+    started, here = _other_variant()
+    X = _images(10)
+    path_ = tmp_path / "K.npy"
+    from sklearn_convkernel import _simd
+
+    # the store is started by a process whose variant is `started`
+    with monkeypatch.context() as m:
+        m.setattr(_simd, "process_variant", lambda: started)
+        assert _gram._core().simd_variant() == started
+        expected = conv_kernel(X, architecture=ARCH, kind="ntk")
+        conv_kernel(X, architecture=ARCH, kind="ntk", out=path_, tile_size=2)
+    assert _key_json(path_)["variant"] == started
+    _forget_tiles(path_)
+    used = _variant_counting_tiles(monkeypatch)
+    K = conv_kernel(X, architecture=ARCH, kind="ntk", out=path_, n_jobs=n_jobs)
+    assert used and set(used) == {started}  # not this process's `here`
+    np.testing.assert_array_equal(K, expected)
+    assert "variants" not in _key_json(path_)
+
+
+def test_a_store_whose_variant_this_cpu_lacks_resumes_with_a_warning(tmp_path, monkeypatch):
+    started, here = _other_variant()
+    X = _images(8)
+    path = tmp_path / "K.npy"
+    conv_kernel(X, architecture=ARCH, out=path, tile_size=2)
+    record = _key_json(path)
+    record["variant"] = started
+    _write_key_json(path, record)
+    _forget_tiles(path)
+    core = _gram._core()
+    monkeypatch.setattr(core, "simd_variants", lambda: [here])
+    used = _variant_counting_tiles(monkeypatch)
+    with pytest.warns(UserWarning, match=rf"started with the '{started}' engine variant"):
+        K = conv_kernel(X, architecture=ARCH, out=path)
+    assert set(used) == {here}
+    assert _key_json(path)["variants"] == [started, here]
+    np.testing.assert_allclose(K, conv_kernel(X, architecture=ARCH), rtol=1e-12)
+
+
+@pytest.mark.parametrize("bad, match", [(3, "not a name"), ("avx1024", "does not know")])
+def test_a_store_record_with_a_bad_variant_is_refused(tmp_path, bad, match):
+    X = _images(6)
+    path = tmp_path / "K.npy"
+    conv_kernel(X, architecture=ARCH, out=path, tile_size=2)
+    record = _key_json(path)
+    record["variant"] = bad
+    _write_key_json(path, record)
+    _forget_tiles(path)
+    with pytest.raises(StoreError, match=match):
+        conv_kernel(X, architecture=ARCH, out=path)
