@@ -86,9 +86,11 @@ def main(argv=None):
         Xtr, ytr = Xtr[: args.n_train], ytr[: args.n_train]
     else:
         X, y, Xte, yte = load_fashion_mnist(subset=False, dtype=np.float32)
-        if args.n_train > VAL_POOL_START:
-            raise SystemExit(f"--n-train must be <= {VAL_POOL_START} (the validation pool "
-                             "starts there)")
+        if args.val_pool and args.n_train > VAL_POOL_START:
+            raise SystemExit(f"--n-train must be <= {VAL_POOL_START} with --val-pool (the "
+                             "validation pool starts there)")
+        if args.n_train > len(X):
+            raise SystemExit(f"--n-train must be <= {len(X)} (the official training images)")
         Xtr, ytr = X[: args.n_train], y[: args.n_train]
         Xte, yte = Xte[: args.n_test], yte[: args.n_test]
         if args.val_pool:
@@ -112,7 +114,9 @@ def main(argv=None):
         val = model.score(Xva, yva) if Xva is not None else None
         rows.append((name, val, acc, time.perf_counter() - t0))
         vtxt = f"validation-pool accuracy {val:.4f}, " if val is not None else ""
-        print(f"{name}: {vtxt}test accuracy {acc:.4f} ({rows[-1][3]:.0f} s)", flush=True)
+        head = model[-1] if hasattr(model, "steps") else model
+        atxt = f", ridge alpha {head.alpha_:g}" if hasattr(head, "alpha_") else ""
+        print(f"{name}: {vtxt}test accuracy {acc:.4f} ({rows[-1][3]:.0f} s{atxt})", flush=True)
 
     if not args.skip_baseline:
         t0 = time.perf_counter()
