@@ -21,7 +21,8 @@ run).  Engine variants (:mod:`._simd`) may differ in the last bits, so a
 resumed store keeps computing with the variant it was started with
 (``key.json``'s ``variant``) whatever this process would choose; only on a
 CPU that cannot run that variant do the remaining tiles use another one,
-with a warning, and ``key.json`` then lists both under ``variants``.  A store whose key differs from the request is never reused, and
+with a warning, and ``key.json`` then lists both under ``variants``.  A
+store whose key differs from the request is never reused, and
 :func:`load_gram` returns only complete stores.
 """
 
