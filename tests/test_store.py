@@ -30,17 +30,21 @@ def _log_lines(path):
         return f.read().split("\n")[:-1]
 
 
-def _count_tiles(monkeypatch):
+def _count_tiles(monkeypatch, variants=None):
     """Record the tiles the store path computes, as their (first row, first column).
 
     Both ways a store is filled call ``_tile_task`` once per tile (tiles
-    written by the calling process in batches, or by the workers).
+    written by the calling process in batches, or by the workers).  With a
+    list ``variants``, the engine variant of each tile's program is appended
+    to it too.
     """
     computed = []
     original = _gram._tile_task
 
     def counting(prog, Xr, tr, r0, Yc, tc, c0, *rest):
         computed.append((r0, c0))
+        if variants is not None:
+            variants.append(prog.variant)
         return original(prog, Xr, tr, r0, Yc, tc, c0, *rest)
 
     monkeypatch.setattr(_gram, "_tile_task", counting)
@@ -290,14 +294,17 @@ def _other_variant():
 
 def _variant_counting_tiles(monkeypatch):
     used = []
-    original = _gram._tile_task
-
-    def counting(prog, *rest):
-        used.append(prog.variant)
-        return original(prog, *rest)
-
-    monkeypatch.setattr(_gram, "_tile_task", counting)
+    _count_tiles(monkeypatch, variants=used)
     return used
+
+
+def _half_done_store_of_variant(path, X, variant):
+    """A finished store of ARCH on X, relabelled as computed by ``variant``, half its tiles forgotten."""
+    conv_kernel(X, architecture=ARCH, out=path, tile_size=2)
+    record = _key_json(path)
+    record["variant"] = variant
+    _write_key_json(path, record)
+    _forget_tiles(path)
 
 
 def test_a_new_store_records_its_engine_variant(tmp_path):
@@ -332,11 +339,7 @@ def test_a_store_whose_variant_this_cpu_lacks_resumes_with_a_warning(tmp_path, m
     started, here = _other_variant()
     X = _images(8)
     path = tmp_path / "K.npy"
-    conv_kernel(X, architecture=ARCH, out=path, tile_size=2)
-    record = _key_json(path)
-    record["variant"] = started
-    _write_key_json(path, record)
-    _forget_tiles(path)
+    _half_done_store_of_variant(path, X, started)
     core = _gram._core()
     monkeypatch.setattr(core, "simd_variants", lambda: [here])
     used = _variant_counting_tiles(monkeypatch)
@@ -351,10 +354,6 @@ def test_a_store_whose_variant_this_cpu_lacks_resumes_with_a_warning(tmp_path, m
 def test_a_store_record_with_a_bad_variant_is_refused(tmp_path, bad, match):
     X = _images(6)
     path = tmp_path / "K.npy"
-    conv_kernel(X, architecture=ARCH, out=path, tile_size=2)
-    record = _key_json(path)
-    record["variant"] = bad
-    _write_key_json(path, record)
-    _forget_tiles(path)
+    _half_done_store_of_variant(path, X, bad)
     with pytest.raises(StoreError, match=match):
         conv_kernel(X, architecture=ARCH, out=path)
