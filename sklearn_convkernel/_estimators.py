@@ -26,9 +26,10 @@ from numbers import Integral, Real
 
 import numpy as np
 from scipy import linalg
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context, clone
 from sklearn.exceptions import DataConversionWarning
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
 
 from sklearn_convkernel import _ckn
 from sklearn_convkernel import arch as A
@@ -381,6 +382,46 @@ class _ConvKernelRidge(CacheParamMixin, ImageInputMixin, BaseEstimator):
         X = self._validate_fitted_images(X)
         Ks = self._computer().kernel(X, self.X_fit_).astype(np.float64, copy=False)
         return Ks @ self.dual_coef_, Ks, X
+
+    def truncated(self):
+        """This fitted model with a network that stops at ``depth``, for cheaper predictions.
+
+        With ``max_depth`` set, the fitted network runs to ``max_depth`` (a
+        read-out after every depth), so each new image costs a kernel at
+        ``max_depth`` even though only the read-out at ``depth`` is used --
+        e.g. ``search.best_estimator_`` after a search over ``depth``.  The
+        returned estimator has ``max_depth=None``: its network is the one of
+        ``depth`` alone, whose kernel equals that read-out (to rounding), and
+        it keeps this model's fit (training images, dual coefficients,
+        factorised training Gram), so nothing is refitted or recomputed.  Its
+        predictions equal this model's to floating-point rounding, at about
+        ``depth / max_depth`` of the kernel cost per image.
+
+        It shares this model's ``cache`` parameter; its kernels are cached
+        under the truncated network, so images already cached for the full
+        network (e.g. a search's validation folds) are computed again.
+        Fitting it again fits the truncated network.
+
+        Returns
+        -------
+        estimator : estimator of the same class
+            A fitted copy with ``max_depth=None`` (this model itself is not
+            changed; its arrays are shared, not copied).
+        """
+        check_is_fitted(self)
+        if self.architecture is not None:
+            raise ValueError(
+                f"{type(self).__name__}.truncated: the model was fitted with an explicit "
+                "architecture, which has no depth to stop at; build the shorter architecture "
+                "and fit it instead."
+            )
+        params = self.get_params(deep=False)
+        model = clone(self).set_params(max_depth=None)
+        for name, value in vars(self).items():  # the fitted state, shared
+            if name not in params:
+                setattr(model, name, value)
+        model.architecture_, model.output_index_ = model._architecture()
+        return model
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

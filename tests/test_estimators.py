@@ -284,6 +284,89 @@ def test_cache_gridsearch_computes_each_pair_once(images):
     assert search.best_params_ == ref.best_params_
 
 
+@pytest.mark.parametrize(
+    "est, build",
+    [
+        (CNTKClassifier(depth=2, max_depth=4, gap=False, max_shift=1),
+         lambda d, m: cntk_architecture(d, gap=False, max_depth=m, max_shift=1)),
+        (CNNGPRegressor(depth=1, max_depth=3, kernel_size=3),
+         lambda d, m: cnngp_architecture(d, 3, max_depth=m)),
+        (CKNClassifier(depth=1, max_depth=2),  # subsampling lowered to fit 9x8 images
+         lambda d, m: ckn_architecture(d, subsampling=(2, 1), max_depth=m)),
+    ],
+)
+def test_truncated_predicts_as_full_depth_without_recomputing(images, est, build):
+    X, y = images
+    cache = KernelCache()
+    full = clone(est).set_params(cache=cache).fit(X[:16], y[:16])
+    train_pairs = 16 * 15 // 2
+    assert cache.computed_pairs_ == train_pairs
+    short = full.truncated()
+    d = full.depth
+    assert short.max_depth is None and short.depth == d
+    assert short.architecture_ == build(d, None)[0] and short.output_index_ == 0
+    # the fit is taken over, not redone: no training pair computed again
+    assert short.dual_coef_ is full.dual_coef_ and short.X_fit_ is full.X_fit_
+    # the full model is unchanged
+    assert full.max_depth is not None and full.architecture_ == build(d, full.max_depth)[0]
+    classifier = hasattr(full, "classes_")
+    if classifier:
+        np.testing.assert_array_equal(short.classes_, full.classes_)
+        labels, ref = full.predict(X[16:]), full.decision_function(X[16:])
+    else:
+        ref = full.predict(X[16:], return_std=True)
+    # the 8 x 16 test pairs of each network are the only new entries
+    assert cache.computed_pairs_ == train_pairs + 8 * 16
+    if classifier:
+        np.testing.assert_array_equal(short.predict(X[16:]), labels)
+        got = short.decision_function(X[16:])
+    else:
+        got = short.predict(X[16:], return_std=True)
+    np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12)
+    assert cache.computed_pairs_ == train_pairs + 2 * 8 * 16
+    short.set_params(cache=None).predict(X[16:])
+    assert cache.computed_pairs_ == train_pairs + 2 * 8 * 16
+    # fitting the truncated model fits the depth-d network (same model to rounding)
+    refit = clone(short).set_params(cache=None).fit(X[:16], y[:16])
+    np.testing.assert_allclose(refit.dual_coef_, full.dual_coef_, rtol=1e-8, atol=1e-10)
+
+
+def test_truncated_search_refit_comes_from_the_cache(images):
+    # a depth search refits its best model from the cached Gram; truncated()
+    # then predicts with the depth-d network without recomputing that Gram
+    X, y = images
+    cache = KernelCache()
+    search = GridSearchCV(
+        CNTKClassifier(max_depth=4, gap=False, cache=cache, dtype="float32"),
+        {"depth": [2, 3, 4], "alpha": [1e-3, 1e-1]}, cv=KFold(3),
+    ).fit(X[:18], y[:18])
+    assert cache.computed_pairs_ == 18 * 17 // 2  # the refit on all 18 images included
+    best = search.best_estimator_
+    short = best.truncated()
+    assert cache.computed_pairs_ == 18 * 17 // 2  # nothing computed to truncate
+    assert short.max_depth is None and short.depth == search.best_params_["depth"] == 3
+    best.set_params(cache=None)
+    short.set_params(cache=None)
+    np.testing.assert_array_equal(short.predict(X[18:]), best.predict(X[18:]))
+    np.testing.assert_allclose(short.decision_function(X[18:]), best.decision_function(X[18:]),
+                               rtol=1e-5, atol=1e-6)
+    assert cache.computed_pairs_ == 18 * 17 // 2
+
+
+def test_truncated_refuses_unfitted_and_explicit_architecture(images):
+    from sklearn.exceptions import NotFittedError
+
+    X, y = images
+    with pytest.raises(NotFittedError):
+        CNTKClassifier(depth=2, max_depth=3).truncated()
+    est = CNTKClassifier(architecture=small_arch(), cache=None).fit(X[:8], y[:8])
+    with pytest.raises(ValueError, match="explicit architecture"):
+        est.truncated()
+    # without max_depth it is the same network
+    plain = CNTKClassifier(depth=2, cache=None).fit(X[:8], y[:8])
+    np.testing.assert_array_equal(plain.truncated().predict(X[8:12]), plain.predict(X[8:12]))
+
+
 def test_cache_is_shared_by_clone_and_keyed_by_content(images):
     X, y = images
     cache = KernelCache()
