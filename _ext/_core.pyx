@@ -8,6 +8,8 @@ the core with the GIL released and turns status codes into exceptions.
 
 from libc.stdint cimport int64_t, int32_t
 
+import warnings
+
 import numpy as np
 
 cdef extern from "convkernel/core.hpp" namespace "convkernel":
@@ -163,10 +165,19 @@ def _variant_code(variant):
 def _restore_program(args, variant):
     # unpickling: the variant the program was built with when this CPU runs it
     # (the processes of one computation then agree bit for bit), else this
-    # process's own
-    if variant not in simd_variants():
-        variant = None
-    return CompiledProgram(*args, variant=variant)
+    # process's own, with a warning (the tasks of _gram also report the
+    # variant they ran with to the calling process)
+    if variant in simd_variants():
+        return CompiledProgram(*args, variant=variant)
+    prog = CompiledProgram(*args)
+    from sklearn_convkernel._simd import fallback_advice
+    warnings.warn(
+        f"this CPU does not run the {variant!r} engine variant of an unpickled kernel "
+        f"program (sent by another process); it runs with {prog.variant!r} instead. "
+        + fallback_advice(variant, prog.variant),
+        UserWarning,  # attributed to the unpickling Python code (no Cython frame)
+    )
+    return prog
 
 
 cdef object _raise(int status, char* msg):
@@ -191,7 +202,8 @@ cdef class CompiledProgram:
     ``variant`` names the engine variant its passes run with (one of
     :func:`simd_variants`); None (the default) takes this process's,
     :func:`simd_variant`.  A pickled program keeps its variant where the
-    unpickling CPU runs it.
+    unpickling CPU runs it; elsewhere it takes that process's, with a
+    ``UserWarning``.
     """
 
     cdef Program prog

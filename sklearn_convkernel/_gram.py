@@ -23,6 +23,7 @@ from sklearn_convkernel._parallel import parallel
 from sklearn_convkernel._plan import KINDS, SPATIAL_MODES, make_plan
 from sklearn_convkernel._validation import check_images, resolve_dtype
 from sklearn_convkernel._progress import progress
+from sklearn_convkernel._simd import fallback_advice
 from sklearn_convkernel._store import (
     BatchedTileWriter,
     GramStore,
@@ -73,8 +74,44 @@ def _chunks(n, size):
 def _parallel(n_jobs):
     # results in completion order; the backend policy is _parallel.parallel's,
     # so every task below is a module-level function of picklable arguments
-    # that returns its result instead of writing into shared memory.
+    # that returns its result instead of writing into shared memory.  Each
+    # task also returns the engine variant its program ran with (VariantCheck).
     return parallel(n_jobs, unordered=True)
+
+
+class VariantCheck:
+    """The engine variants a computation's tasks report back, checked against its program's.
+
+    Every task returns the variant its program actually ran with: ``prog``'s,
+    unless a worker (of a process or dask backend) unpickled it on a CPU that
+    does not run that variant, where ``_core._restore_program`` takes the
+    worker's own (with a warning in the worker).  Its results may then differ
+    in the last bits.  Called with each reported variant, in the calling
+    process, this warns once per other variant and records it in ``store``'s
+    ``key.json`` (``variants``, :meth:`~._store.GramStore.record_variant`)
+    before any result of it is logged as finished.  One check per computation.
+    """
+
+    def __init__(self, prog, store=None):
+        self.variant = prog.variant
+        self.store = store
+        self._others = set()
+
+    def __call__(self, used):
+        if used == self.variant or used in self._others:
+            return
+        self._others.add(used)
+        recorded = ""
+        if self.store is not None:
+            self.store.record_variant(used)
+            recorded = (f" out={self.store.path!r} records it in its key.json "
+                        "('variants').")
+        warnings.warn(
+            f"some tasks of this computation ran with the {used!r} engine variant instead "
+            f"of {self.variant!r}: a worker's CPU does not run {self.variant!r}.{recorded} "
+            + fallback_advice(self.variant, used),
+            UserWarning, stacklevel=3,
+        )
 
 
 def _self_task(prog, Xf, start):
@@ -82,20 +119,26 @@ def _self_task(prog, Xf, start):
     tapes = np.empty((n, prog.tape_len), dtype=Xf.dtype)
     self_out = np.empty((n, prog.n_outputs), dtype=Xf.dtype)
     prog.self_pass(Xf, tapes, self_out)
-    return start, tapes, self_out
+    return start, tapes, self_out, prog.variant
 
 
-def self_passes(prog, Xf, n_jobs=None, chunk=None, verbose=0):
-    """Per-image self passes: tapes (n, tape_len) and self kernels (n, n_outputs)."""
+def self_passes(prog, Xf, n_jobs=None, chunk=None, verbose=0, variant_check=None):
+    """Per-image self passes: tapes (n, tape_len) and self kernels (n, n_outputs).
+
+    ``variant_check`` (a :class:`VariantCheck` of ``prog``; a new one when
+    None) is told the engine variant of every task.
+    """
     n = Xf.shape[0]
     n_jobs = effective_n_jobs(n_jobs)
+    check = VariantCheck(prog) if variant_check is None else variant_check
     if chunk is None:
         chunk = max(1, min(32, -(-n // (4 * n_jobs))))
     tapes = np.empty((n, prog.tape_len), dtype=Xf.dtype)
     self_out = np.empty((n, prog.n_outputs), dtype=Xf.dtype)
     tasks = (delayed(_self_task)(prog, Xf[a:b], a) for a, b in _chunks(n, chunk))
     with progress(n, "self passes", verbose, unit="images") as bar:
-        for a, t, s in _parallel(n_jobs)(tasks):
+        for a, t, s, variant in _parallel(n_jobs)(tasks):
+            check(variant)
             tapes[a:a + len(t)] = t
             self_out[a:a + len(s)] = s
             bar.update(len(t))
@@ -110,21 +153,26 @@ def _tile_task(prog, Xr, tr, r0, Yc, tc, c0, upper_only, Fc=None, tfc=None):
         prog.pair_tile(Xr, tr, r0, Fc, tfc, c0, flip, upper_only)
         block += flip
         block *= 0.5
-    return r0, c0, block
+    return r0, c0, block, prog.variant
 
 
 def _list_task(prog, X, tx, Y, ty, ii, jj, start):
     out = np.empty((ii.shape[0], prog.n_outputs), dtype=X.dtype)
     prog.pair_list(X, tx, Y, ty, ii, jj, out)
-    return start, out
+    return start, out, prog.variant
 
 
-def pair_values(prog, X, tx, Y, ty, ii, jj, n_jobs=None, chunk=None, verbose=0):
-    """Kernel outputs of the pairs (X[ii[t]], Y[jj[t]]): array (n_pairs, n_outputs)."""
+def pair_values(prog, X, tx, Y, ty, ii, jj, n_jobs=None, chunk=None, verbose=0,
+                variant_check=None):
+    """Kernel outputs of the pairs (X[ii[t]], Y[jj[t]]): array (n_pairs, n_outputs).
+
+    ``variant_check``: as for :func:`self_passes`.
+    """
     ii = np.ascontiguousarray(ii, dtype=np.int64)
     jj = np.ascontiguousarray(jj, dtype=np.int64)
     n = ii.shape[0]
     n_jobs = effective_n_jobs(n_jobs)
+    check = VariantCheck(prog) if variant_check is None else variant_check
     out = np.empty((n, prog.n_outputs), dtype=X.dtype)
     if n == 0:
         return out
@@ -134,7 +182,8 @@ def pair_values(prog, X, tx, Y, ty, ii, jj, n_jobs=None, chunk=None, verbose=0):
         delayed(_list_task)(prog, X, tx, Y, ty, ii[a:b], jj[a:b], a) for a, b in _chunks(n, chunk)
     )
     with progress(n, "kernel entries", verbose) as bar:
-        for a, vals in _parallel(n_jobs)(tasks):
+        for a, vals, variant in _parallel(n_jobs)(tasks):
+            check(variant)
             out[a:a + len(vals)] = vals
             bar.update(len(vals))
     return out
@@ -164,24 +213,25 @@ def _tile_pairs(r0, r1, c0, c1, symmetric):
 
 
 def _store_tile_task(prog, data, r0, c0, symmetric, path, index):
-    # computes one tile.  With a ``path`` (a worker of a process or dask
-    # backend, on a shared filesystem) it writes the tile into the store file
-    # itself and only the tile's number travels back; without one (threads of
-    # the calling process) the block is returned, for BatchedTileWriter.  The
+    # computes one tile: returns (index, variant, block).  With a ``path`` (a
+    # worker of a process or dask backend, on a shared filesystem) it writes
+    # the tile into the store file itself and only the tile's number and
+    # engine variant travel back (block None); without one (threads of the
+    # calling process) the block is returned, for BatchedTileWriter.  The
     # images and tapes come as one tuple, which joblib's dask backend ships
     # with the task instead of scattering it to some worker: a task whose
     # worker dies is then simply run again elsewhere (scattered data would die
     # with its worker and stall the run).
-    _, _, block = _tile_task(prog, data[0], data[1], r0, data[2], data[3], c0, symmetric,
-                             *data[4:])
+    _, _, block, variant = _tile_task(prog, data[0], data[1], r0, data[2], data[3], c0,
+                                      symmetric, *data[4:])
     if path is None:
-        return index, block
+        return index, variant, block
     write_tile(path, block, r0, c0, symmetric)
-    return index
+    return index, variant, None
 
 
 def gram(prog, Xf, tx, sx=None, Yf=None, ty=None, *, n_jobs=None, tile_size=None,
-         verbose=0, out=None, flipped=None, store=None):
+         verbose=0, out=None, flipped=None, store=None, variant_check=None):
     """Assemble K(X, Y) (or the symmetric K(X, X) when Yf is None) tile by tile.
 
     Parameters
@@ -203,6 +253,9 @@ def gram(prog, Xf, tx, sx=None, Yf=None, ty=None, *, n_jobs=None, tile_size=None
         Compute only the store's unfinished tiles, written into its file by
         the tasks and logged as they finish (``out`` and ``tile_size`` are
         then ignored); returns None.
+    variant_check : VariantCheck, optional
+        Told the engine variant of every tile (a new one, of ``prog`` and
+        ``store``, when None).
 
     Returns
     -------
@@ -213,9 +266,10 @@ def gram(prog, Xf, tx, sx=None, Yf=None, ty=None, *, n_jobs=None, tile_size=None
         Yf, ty = Xf, tx
     nx, ny = Xf.shape[0], Yf.shape[0]
     n_jobs = effective_n_jobs(n_jobs)
+    check = VariantCheck(prog, store) if variant_check is None else variant_check
     if store is not None:
         return _gram_into_store(prog, Xf, tx, sx, Yf, ty, symmetric, n_jobs, verbose, store,
-                                flipped)
+                                flipped, check)
     if tile_size is None:
         tile = default_tile_size(nx, ny, symmetric, n_jobs)
     else:
@@ -230,7 +284,8 @@ def gram(prog, Xf, tx, sx=None, Yf=None, ty=None, *, n_jobs=None, tile_size=None
     )
     total = sum(_tile_pairs(r0, r1, c0, c1, symmetric) for (r0, r1), (c0, c1) in tiles)
     with progress(total, "kernel entries", verbose) as bar:
-        for r0, c0, block in _parallel(n_jobs)(tasks):
+        for r0, c0, block, variant in _parallel(n_jobs)(tasks):
+            check(variant)
             place_block(out, block, r0, c0, symmetric)
             bar.update(_tile_pairs(r0, r0 + block.shape[1], c0, c0 + block.shape[2], symmetric))
     if symmetric:
@@ -247,13 +302,15 @@ def _flipped_columns(flipped, c0, c1):
     return () if flipped is None else (flipped[0][c0:c1], flipped[1][c0:c1])
 
 
-def flip_arguments(prog, flip, Xf, tx, sx=None, Yf=None, ty=None, n_jobs=None):
+def flip_arguments(prog, flip, Xf, tx, sx=None, Yf=None, ty=None, n_jobs=None,
+                   variant_check=None):
     """The ``flipped`` argument of :func:`gram` for flip averaging, and the Gram diagonal.
 
     The flipped column images (Y's, or X's when Yf is None) get their tapes by
     reversal of the unflipped ones (no self pass, see :class:`~._augment.FlipPlan`).
     For ``K(X, X)`` the diagonal becomes ``(k(x, x) + K(x, flip x)) / 2``
     (one pair pass per image); otherwise ``sx`` is returned unchanged.
+    ``variant_check``: as for :func:`self_passes`.
 
     Returns
     -------
@@ -263,12 +320,13 @@ def flip_arguments(prog, flip, Xf, tx, sx=None, Yf=None, ty=None, n_jobs=None):
     if Yf is None:
         Ff, tf = flip.images(Xf), flip.tapes(tx)
         idx = np.arange(Xf.shape[0])
-        diag = pair_values(prog, Xf, tx, Ff, tf, idx, idx, n_jobs)
+        diag = pair_values(prog, Xf, tx, Ff, tf, idx, idx, n_jobs, variant_check=variant_check)
         return (Ff, tf), (sx + diag) * 0.5
     return (flip.images(Yf), flip.tapes(ty)), sx
 
 
-def _gram_into_store(prog, Xf, tx, sx, Yf, ty, symmetric, n_jobs, verbose, store, flipped):
+def _gram_into_store(prog, Xf, tx, sx, Yf, ty, symmetric, n_jobs, verbose, store, flipped,
+                     check):
     tiles = store.tiles()
     todo = [t for t in range(len(tiles)) if t not in store.done]
     total = sum(_tile_pairs(r0, r1, c0, c1, symmetric) for (r0, r1), (c0, c1) in tiles)
@@ -286,8 +344,8 @@ def _gram_into_store(prog, Xf, tx, sx, Yf, ty, symmetric, n_jobs, verbose, store
     )
     writer = BatchedTileWriter(store) if in_process else contextlib.nullcontext()
     with progress(total, "kernel entries", verbose, initial=total - left) as bar, writer:
-        for result in runner(tasks):
-            t, block = result if in_process else (result, None)
+        for t, variant, block in runner(tasks):
+            check(variant)  # recorded before the tile is logged
             (r0, r1), (c0, c1) = tiles[t]
             if in_process:
                 writer.add(t, block, r0, c0)
@@ -436,14 +494,15 @@ def conv_kernel(
     return result
 
 
-def _flat_and_tapes(prog, X, Y, n_jobs, verbose=0):
+def _flat_and_tapes(prog, X, Y, n_jobs, verbose=0, variant_check=None):
     """Flattened images and their self passes: (Xf, tx, sx, Yf, ty); Y-parts None for K(X, X)."""
     Xf = X.reshape(X.shape[0], -1)
-    tx, sx = self_passes(prog, Xf, n_jobs, verbose=verbose)
+    check = VariantCheck(prog) if variant_check is None else variant_check
+    tx, sx = self_passes(prog, Xf, n_jobs, verbose=verbose, variant_check=check)
     Yf = ty = None
     if Y is not None:
         Yf = Y.reshape(Y.shape[0], -1)
-        ty, _ = self_passes(prog, Yf, n_jobs, verbose=verbose)
+        ty, _ = self_passes(prog, Yf, n_jobs, verbose=verbose, variant_check=check)
     return Xf, tx, sx, Yf, ty
 
 
@@ -457,12 +516,15 @@ def _conv_kernel_store(prog, X, Y, architecture, kind, dt, spatial, n_jobs, tile
                         variant=prog.variant) as store:
         if not store.complete:
             prog = resume_variant(prog, store)
-            Xf, tx, sx, Yf, ty = _flat_and_tapes(prog, X, Y, n_jobs, verbose)
+            # one check for the whole computation: the self passes (the
+            # diagonal, the tapes) and the tiles, recorded in the store
+            check = VariantCheck(prog, store)
+            Xf, tx, sx, Yf, ty = _flat_and_tapes(prog, X, Y, n_jobs, verbose, check)
             flipped = None
             if flip is not None:
-                flipped, sx = flip_arguments(prog, flip, Xf, tx, sx, Yf, ty, n_jobs)
+                flipped, sx = flip_arguments(prog, flip, Xf, tx, sx, Yf, ty, n_jobs, check)
             gram(prog, Xf, tx, sx, Yf, ty, n_jobs=n_jobs, verbose=verbose, store=store,
-                 flipped=flipped)
+                 flipped=flipped, variant_check=check)
     return np.load(os.fspath(path), mmap_mode="r+", allow_pickle=False)
 
 

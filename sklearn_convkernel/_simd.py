@@ -32,7 +32,10 @@ variant (as ``isa``) rather than a per-process measurement, so that all
 processes of a machine agree.  Of processes measuring at the same time the
 first to store its file wins and the others adopt it.  A pickled program
 keeps the variant it was built with (where the unpickling CPU runs it), so
-the processes of one computation agree even when their environments differ.
+the processes of one computation agree even when their environments differ;
+on a CPU without it, it runs with that process's variant, with a warning
+(:func:`fallback_advice`), and the tasks of ``_gram`` report the variant they
+ran with to the calling process, which warns too (and a Gram store records it).
 
 The cache directory is ``$SKLEARN_CONVKERNEL_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/sklearn_convkernel``, else ``~/.cache/sklearn_convkernel``.
@@ -52,7 +55,7 @@ import numpy as np
 
 __all__ = ["process_variant", "simd_report", "choose_variant", "measure", "decide",
            "cache_dir", "cpu_model_and_flags", "machine_key", "read_cache", "write_cache",
-           "requested_variant"]
+           "requested_variant", "fallback_advice"]
 
 ENV_SIMD = "SKLEARN_CONVKERNEL_SIMD"
 ENV_CACHE_DIR = "SKLEARN_CONVKERNEL_CACHE_DIR"
@@ -105,6 +108,22 @@ def requested_variant(environ=None):
         f"variant, measured once per machine), 'isa' (the widest variant this CPU runs, "
         f"without measuring) or one of {', '.join(_core().VARIANTS)} (that variant, or "
         f"the widest supported one below it).")
+
+
+def fallback_advice(requested, used):
+    """What a program running with ``used`` instead of ``requested`` means, and the fix.
+
+    The one text of both warnings of such a fallback: the worker's
+    (``_core._restore_program``, unpickling on a CPU without ``requested``)
+    and the calling process's (``_gram.VariantCheck``, told by the tasks).
+    """
+    return (
+        f"{used!r} may round differently from {requested!r} in the last bits, so the "
+        "processes of one computation no longer agree bit for bit. Run every worker on "
+        f"CPUs with the same instruction sets, or set {ENV_SIMD} to a variant all of them "
+        "run (e.g. generic or avx2) in the process that starts the computation (a Gram "
+        "store keeps the variant it was started with: start a new one)."
+    )
 
 
 # ---------------------------------------------------------------- the rule

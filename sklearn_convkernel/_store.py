@@ -21,9 +21,12 @@ run).  Engine variants (:mod:`._simd`) may differ in the last bits, so a
 resumed store keeps computing with the variant it was started with
 (``key.json``'s ``variant``) whatever this process would choose; only on a
 CPU that cannot run that variant do the remaining tiles use another one,
-with a warning, and ``key.json`` then lists both under ``variants``.  A
-store whose key differs from the request is never reused, and
-:func:`load_gram` returns only complete stores.
+with a warning, and ``key.json`` then lists both under ``variants``.  So
+does a worker (process or dask backend) whose CPU cannot run it: its tasks
+report the variant they ran with (``_gram.VariantCheck``), and ``variants``
+lists that one before any tile of it is logged.  A store whose key differs
+from the request is never reused, and :func:`load_gram` returns only
+complete stores.
 """
 
 from __future__ import annotations
@@ -294,7 +297,7 @@ class GramStore:
             )
 
     def record_variant(self, variant):
-        """Record (atomically, in ``key.json``) that ``variant`` computes tiles too."""
+        """Record (atomically, in ``key.json``) that ``variant`` computes entries too."""
         used = list(self.record.get("variants") or [self.variant])
         if variant not in used:
             used.append(variant)

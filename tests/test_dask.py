@@ -102,8 +102,9 @@ def test_store_survives_a_killed_worker_and_resumes(client, tmp_path):
     np.testing.assert_array_equal(load_gram(path), expected)
 
 
-def test_store_tasks_return_only_the_tile_number(tmp_path):
-    # what travels back from a worker: the tile's number, not its entries
+def test_store_tasks_return_only_the_tile_number_and_variant(tmp_path):
+    # what travels back from a worker: the tile's number and the engine variant
+    # it ran with, not its entries
     from sklearn_convkernel._gram import _store_tile_task, compile_architecture, self_passes
     from sklearn_convkernel._store import GramStore, make_key
 
@@ -116,7 +117,7 @@ def test_store_tasks_return_only_the_tile_number(tmp_path):
         (r0, r1), (c0, c1) = store.tiles()[1]
         res = _store_tile_task(prog, (Xf[r0:r1], tx[r0:r1], Xf[c0:c1], tx[c0:c1]), r0, c0, True,
                                store.path, 1)
-    assert res == 1
+    assert res == (1, prog.variant, None)
     K = np.load(tmp_path / "K.npy")
     expected = conv_kernel(X, architecture=ARCH, kind="ntk")
     np.testing.assert_array_equal(K[r0:r1, c0:c1], expected[r0:r1, c0:c1])

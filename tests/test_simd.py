@@ -7,6 +7,7 @@ test checks only the shape of its result.
 import json
 import os
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -217,6 +218,28 @@ def test_program_runs_the_variant_it_asks_for():
         if ref is not None:
             np.testing.assert_allclose(out, ref, rtol=1e-13)
         ref = out
+
+
+def test_a_program_unpickled_on_a_cpu_without_its_variant_falls_back_with_a_warning(
+        monkeypatch):
+    here = _core.simd_variant()
+    others = [v for v in _core.simd_variants() if v != here]
+    if not others:
+        pytest.skip("this CPU runs a single engine variant")
+    plan = make_plan(ARCH, (6, 5, 2), kind="ntk")
+    sent = pickle.dumps(_program(plan, others[0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # none while the CPU runs the variant
+        assert pickle.loads(sent).variant == others[0]
+    # a worker whose CPU lacks the variant: its own one, and a warning saying so and the fix
+    monkeypatch.setattr(_core, "simd_variants",
+                        lambda: tuple(v for v in _core.VARIANTS if v != others[0]))
+    with pytest.warns(UserWarning, match=rf"does not run the '{others[0]}' engine variant") as w:
+        prog = pickle.loads(sent)
+    assert prog.variant == here
+    message = str(w[0].message)
+    assert f"runs with '{here}' instead" in message
+    assert "same instruction sets" in message and "SKLEARN_CONVKERNEL_SIMD" in message
 
 
 def test_micro_benchmark_covers_every_variant_and_case():

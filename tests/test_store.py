@@ -30,19 +30,22 @@ def _log_lines(path):
         return f.read().split("\n")[:-1]
 
 
-def _count_tiles(monkeypatch, variants=None):
+def _count_tiles(monkeypatch, variants=None, run_with=None):
     """Record the tiles the store path computes, as their (first row, first column).
 
     Both ways a store is filled call ``_tile_task`` once per tile (tiles
     written by the calling process in batches, or by the workers).  With a
     list ``variants``, the engine variant of each tile's program is appended
-    to it too.
+    to it too.  With a variant ``run_with``, each tile's program runs with
+    that one instead, as on a worker whose CPU lacks the program's variant.
     """
     computed = []
     original = _gram._tile_task
 
     def counting(prog, Xr, tr, r0, Yc, tc, c0, *rest):
         computed.append((r0, c0))
+        if run_with is not None:
+            prog = prog.with_variant(run_with)
         if variants is not None:
             variants.append(prog.variant)
         return original(prog, Xr, tr, r0, Yc, tc, c0, *rest)
@@ -357,3 +360,94 @@ def test_a_store_record_with_a_bad_variant_is_refused(tmp_path, bad, match):
     _half_done_store_of_variant(path, X, bad)
     with pytest.raises(StoreError, match=match):
         conv_kernel(X, architecture=ARCH, out=path)
+
+
+def _marks_after_recording(monkeypatch, path, variant):
+    """From now on, logging a tile of the store at ``path`` checks that key.json lists ``variant``."""
+    original = GramStore.mark
+
+    def mark(self, index):
+        assert variant in _key_json(path).get("variants", []), "tile logged before its variant"
+        original(self, index)
+
+    monkeypatch.setattr(GramStore, "mark", mark)
+
+
+def _fallback_warnings(record):
+    return [str(w.message) for w in record if "engine variant instead of" in str(w.message)]
+
+
+def test_tiles_computed_with_another_variant_are_recorded_and_warned_about(tmp_path,
+                                                                           monkeypatch):
+    # the calling process's threads, each tile's program running another variant
+    # (as a worker whose CPU lacks the store's variant would)
+    started, here = _other_variant()
+    X = _images(8)
+    path = tmp_path / "K.npy"
+    _half_done_store_of_variant(path, X, started)
+    _count_tiles(monkeypatch, run_with=here)
+    _marks_after_recording(monkeypatch, path, here)
+    with pytest.warns(UserWarning) as record:
+        K = conv_kernel(X, architecture=ARCH, out=path, n_jobs=2)
+    (message,) = _fallback_warnings(record)  # once, not once per tile
+    assert f"ran with the '{here}' engine variant instead of '{started}'" in message
+    assert "key.json" in message and "SKLEARN_CONVKERNEL_SIMD" in message
+    assert _key_json(path)["variants"] == [started, here]
+    np.testing.assert_allclose(load_gram(path), conv_kernel(X, architecture=ARCH), rtol=1e-12)
+    np.testing.assert_array_equal(K, load_gram(path))
+
+
+def test_a_worker_without_the_store_variant_is_recorded_and_warned_about(tmp_path,
+                                                                         monkeypatch):
+    # loky worker processes whose "CPU" lacks the store's variant: the
+    # unpickled program falls back to the worker's own (with a warning there)
+    # and the tile reports it back to the calling process
+    from joblib import parallel_config
+
+    started, here = _other_variant()
+    X = _images(8)
+    path = tmp_path / "K.npy"
+    _half_done_store_of_variant(path, X, started)
+    store_tile_task = _gram._store_tile_task
+
+    def on_a_cpu_without_its_variant(prog, *args):  # runs in a worker (pickled by value)
+        import pickle
+        import warnings
+
+        from sklearn_convkernel import _core
+
+        runs = _core.simd_variants
+        _core.simd_variants = lambda: tuple(v for v in runs() if v != prog.variant)
+        try:
+            with warnings.catch_warnings(record=True) as record:
+                warnings.simplefilter("always")
+                prog = pickle.loads(pickle.dumps(prog))
+        finally:
+            _core.simd_variants = runs
+        assert any("SKLEARN_CONVKERNEL_SIMD" in str(w.message) for w in record), record
+        return store_tile_task(prog, *args)
+
+    monkeypatch.setattr(_gram, "_store_tile_task", on_a_cpu_without_its_variant)
+    _marks_after_recording(monkeypatch, path, here)
+    with parallel_config(backend="loky"), pytest.warns(UserWarning) as record:
+        conv_kernel(X, architecture=ARCH, out=path, n_jobs=2)
+    (message,) = _fallback_warnings(record)
+    assert f"ran with the '{here}' engine variant instead of '{started}'" in message
+    assert _key_json(path)["variants"] == [started, here]
+    np.testing.assert_allclose(load_gram(path), conv_kernel(X, architecture=ARCH), rtol=1e-12)
+
+
+def test_a_self_pass_with_another_variant_is_recorded(tmp_path, monkeypatch):
+    # the self passes give the diagonal (and the tapes of every tile)
+    started, here = _other_variant()
+    X = _images(6)
+    path = tmp_path / "K.npy"
+    _half_done_store_of_variant(path, X, started)
+    self_task = _gram._self_task
+    monkeypatch.setattr(_gram, "_self_task",
+                        lambda prog, *args: self_task(prog.with_variant(here), *args))
+    _marks_after_recording(monkeypatch, path, here)
+    with pytest.warns(UserWarning) as record:
+        conv_kernel(X, architecture=ARCH, out=path)
+    assert len(_fallback_warnings(record)) == 1
+    assert _key_json(path)["variants"] == [started, here]
