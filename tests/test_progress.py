@@ -1,4 +1,4 @@
-"""One progress mechanism (tqdm on stderr): shown with verbose > 0, silent otherwise."""
+"""One progress mechanism (tqdm on stderr, plain lines in a log): shown with verbose > 0, silent otherwise."""
 
 import numpy as np
 import pytest
@@ -62,3 +62,54 @@ def test_transformer_reports_progress(capsys):
     assert capsys.readouterr().err == ""
     ConvKernel(ARCH, cache=None, verbose=1).fit_transform(X)
     assert "kernel entries" in capsys.readouterr().err
+
+
+def _stderr_to(monkeypatch, path):
+    log = open(path, "w")  # an io.TextIOWrapper on a regular file, as `2> log` gives
+    monkeypatch.setattr("sys.stderr", log)
+    return log
+
+
+def test_progress_to_a_log_file_is_plain_lines(monkeypatch, tmp_path):
+    X, _ = _data()
+    path = tmp_path / "log"
+    with _stderr_to(monkeypatch, path):
+        conv_kernel(X, X[:3], architecture=ARCH, verbose=1)
+    text = path.read_text()
+    # no tqdm redraws: one line per report, the last state of each (all well
+    # within LOG_INTERVAL): the two self passes and the 12 x 3 entries
+    assert "\r" not in text
+    lines = text.splitlines()
+    assert len(lines) == 3, text
+    assert lines[0].startswith("self passes: 100% 12.0/12.0 [")
+    assert lines[1].startswith("self passes: 100% 3.00/3.00 [")
+    assert lines[2].startswith("kernel entries: 100% 36.0/36.0 [") and "entries/s]" in lines[2]
+
+
+def test_progress_to_a_log_writes_a_line_per_interval(monkeypatch, tmp_path):
+    from sklearn_convkernel import _progress
+
+    X, _ = _data()
+    path = tmp_path / "log"
+    monkeypatch.setattr(_progress, "LOG_INTERVAL", 0.0)  # every update is due
+    with _stderr_to(monkeypatch, path):
+        with _progress.progress(36, "kernel entries", 1) as bar:
+            for _ in range(3):
+                bar.update(12)
+    lines = path.read_text().splitlines()
+    assert [line.split("[")[0] for line in lines] == [
+        "kernel entries:  33% 12.0/36.0 ", "kernel entries:  67% 24.0/36.0 ",
+        "kernel entries: 100% 36.0/36.0 "]  # the last state once, not again at close
+
+
+def test_log_detection(tmp_path):
+    import io
+    import os
+
+    from sklearn_convkernel._progress import _is_log
+
+    r, w = os.pipe()
+    with open(w, "w") as pipe, open(tmp_path / "f", "w") as f:
+        assert _is_log(pipe) and _is_log(f)
+    os.close(r)
+    assert not _is_log(io.StringIO())
