@@ -81,6 +81,11 @@ Command lines used for the published tables (2 cores, shared machine)::
     python3 benchmarks/full_fashion_mnist.py --n 1000 5000 --models cnngp cntk ckn \\
         --estimate --sample 64
     python3 benchmarks/full_fashion_mnist.py --n 1000 --models cntk-gap --estimate --sample 64
+    python3 benchmarks/full_fashion_mnist.py --n 1000 --models cntk-lap1-patches
+    python3 benchmarks/full_fashion_mnist.py --n 5000 --models cntk-lap1-patches
+    python3 benchmarks/full_fashion_mnist.py --n 1000 --models cntk-lap1-patches-flips
+    python3 benchmarks/full_fashion_mnist.py --n 1000 --train-offset 1000 \\
+        --models cntk-lap1-patches cntk-lap1-patches-flips
 
 (``--n 1000 5000 --models rbf cnngp cntk`` runs them all in one go: about
 1.5 h on 2 idle cores.) ``--table`` rewrites the markdown file from the
