@@ -103,7 +103,8 @@ class ConvNystroem(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ImageInput
     random_state : int, RandomState instance or None, default=None
         Chooses the landmarks.
     verbose : int, default=0
-        Progress bars (tqdm, on stderr) when > 0.
+        Progress bars (tqdm, on stderr; plain lines every 30 s when stderr is a
+        file or a pipe) when > 0.
     augment : {None, "hflip"}, default=None
         ``"hflip"`` averages the kernel over left-right flips of its second
         argument (see :func:`~sklearn_convkernel.conv_kernel`): the features

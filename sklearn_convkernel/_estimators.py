@@ -559,7 +559,8 @@ _SHARED_DOC = """
         A ``KernelCache`` object: that cache, shared with whoever else holds
         it. None: no caching.
     verbose : int, default=0
-        Progress bars (tqdm, on stderr) for the kernel computation when > 0:
+        Progress bars (tqdm, on stderr; plain lines every 30 s when stderr is a
+        file or a pipe) for the kernel computation when > 0:
         self passes and kernel entries, including the cache fills of a
         cross-validation search.
 """

@@ -79,7 +79,8 @@ class ConvKernel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, CacheParamMi
         A ``KernelCache`` object: that cache, shared with whoever else holds
         it. None: no caching.
     verbose : int, default=0
-        Progress bars (tqdm, on stderr) for the kernel computation when > 0.
+        Progress bars (tqdm, on stderr; plain lines every 30 s when stderr is a
+        file or a pipe) for the kernel computation when > 0.
 
     Attributes
     ----------
