@@ -31,6 +31,12 @@ Models, both with ``random_state=0``, the same network (``--n-filters``):
 Both run in float32 with ``--n-jobs`` threads.  Wall time is fit + predict
 (the test images and the validation pool).
 
+With ``--data full`` and the whole test set, every model's result is
+appended as a JSON line to ``--out`` (default
+``benchmarks/results/ckn_fashion_mnist.jsonl``: model, network, options,
+training images, accuracies, ridge alpha, wall time, CPU, date, version),
+which ``examples/plot_4_accuracy_results.py`` plots.
+
 Commands used for the published figures: see
 ``benchmarks/results/preprocessing_supervised.md``.
 """
@@ -38,6 +44,7 @@ Commands used for the published figures: see
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -49,13 +56,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from preprocessing_fashion import cpu_name  # noqa: E402
 
 VAL_POOL_START = 50_000
+N_TEST = 10_000
+RESULTS = Path(__file__).resolve().parent / "results" / "ckn_fashion_mnist.jsonl"
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", choices=("subset", "full"), default="subset")
     p.add_argument("--n-train", type=int, default=1000)
-    p.add_argument("--n-test", type=int, default=10_000, help="--data full only")
+    p.add_argument("--n-test", type=int, default=N_TEST, help="--data full only")
     p.add_argument("--val-pool", type=int, default=0,
                    help="--data full: also score on official training images 50000.. (size)")
     p.add_argument("--n-jobs", type=int, default=2)
@@ -66,12 +75,16 @@ def main(argv=None):
     p.add_argument("--learning-rate", type=float, default=None)
     p.add_argument("--max-iter", type=int, default=None)
     p.add_argument("--alphas", type=float, nargs="+", default=None,
-                   help="ridge penalties of both heads (default: 0.1 1 10, RidgeClassifierCV's)")
+                   help="ridge penalties of both heads (default: SupervisedCKNClassifier's, "
+                   "1e-3 1e-2 0.1 1 10)")
     p.add_argument("--n-iter-no-change", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--loss", choices=("squared_hinge", "squared"), default=None)
     p.add_argument("--augment-shift", type=int, default=None)
     p.add_argument("--augment-flip", type=int, choices=(0, 1), default=None)
+    p.add_argument("--out", default=str(RESULTS),
+                   help="JSON-lines file the results of --data full on all 10 000 test images "
+                   "are appended to (default: benchmarks/results/ckn_fashion_mnist.jsonl)")
     args = p.parse_args(argv)
 
     from sklearn.linear_model import RidgeClassifierCV
@@ -109,21 +122,35 @@ def main(argv=None):
     alphas_txt = f"alphas={alphas}"
     rows = []
 
-    def record(name, model, t0):
+    def record(name, model, t0, key, options=None):
         acc = model.score(Xte, yte)
         val = model.score(Xva, yva) if Xva is not None else None
         rows.append((name, val, acc, time.perf_counter() - t0))
         vtxt = f"validation-pool accuracy {val:.4f}, " if val is not None else ""
         head = model[-1] if hasattr(model, "steps") else model
-        atxt = f", ridge alpha {head.alpha_:g}" if hasattr(head, "alpha_") else ""
+        alpha = float(head.alpha_) if hasattr(head, "alpha_") else None
+        atxt = f", ridge alpha {alpha:g}" if alpha is not None else ""
         print(f"{name}: {vtxt}test accuracy {acc:.4f} ({rows[-1][3]:.0f} s{atxt})", flush=True)
+        if args.data == "full" and len(Xte) == N_TEST:
+            from sklearn_convkernel import __version__
+
+            row = {"model": key, "label": name, "n_filters": list(nf), "options": options or {},
+                   "alphas": list(alphas), "n_train": len(Xtr), "accuracy": acc,
+                   "val_pool": len(Xva) if Xva is not None else 0, "val_accuracy": val,
+                   "alpha": alpha, "wall_s": rows[-1][3], "n_jobs": args.n_jobs,
+                   "cpu": cpu_name(), "load_start": load, "version": __version__,
+                   "date": time.strftime("%Y-%m-%d %H:%M")}
+            out = Path(args.out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with out.open("a") as f:
+                f.write(json.dumps(row) + "\n")
 
     if not args.skip_baseline:
         t0 = time.perf_counter()
         base = make_pipeline(CKNFeatures(nf, dtype="float32", n_jobs=args.n_jobs,
                                          random_state=0),
                              RidgeClassifierCV(**head_kw)).fit(Xtr, ytr)
-        record(f"CKNFeatures({nf}) + RidgeClassifierCV({alphas_txt})", base, t0)
+        record(f"CKNFeatures({nf}) + RidgeClassifierCV({alphas_txt})", base, t0, "ckn-features")
     if not args.skip_supervised:
         kw = {k: getattr(args, k) for k in ("learning_rate", "max_iter", "batch_size",
                                              "augment_shift", "loss", "n_iter_no_change")
@@ -136,7 +163,7 @@ def main(argv=None):
         clf = SupervisedCKNClassifier(nf, n_jobs=args.n_jobs, random_state=0, verbose=1,
                                       **kw).fit(Xtr, ytr)
         extra = "".join(f", {k}={v}" for k, v in kw.items())
-        record(f"SupervisedCKNClassifier({nf}{extra})", clf, t0)
+        record(f"SupervisedCKNClassifier({nf}{extra})", clf, t0, "supervised-ckn", kw)
         print(f"validation accuracy per epoch (held-out training images) "
               f"{[round(v, 4) for v in clf.validation_scores_]}, kept epoch "
               f"{clf.best_iteration_}", flush=True)
