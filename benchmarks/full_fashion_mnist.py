@@ -337,7 +337,10 @@ def estimate(name, X_train, X_test, n, dtype, n_jobs, sample):
     conv_kernel(Ys, Xs, architecture=arch, kind=kind, dtype=dtype, n_jobs=n_jobs)
     dt = time.perf_counter() - t0
     rate = sample * sample / dt
-    entries = n * (n - 1) / 2 + N_TEST * n
+    if name.endswith("-flip"):  # augment="hflip": every entry is two pair passes
+        rate /= 2
+    m = 2 * n if name.endswith("-flips") else n  # trained on the images and their flips
+    entries = m * (m - 1) / 2 + N_TEST * m
     return {
         "model": name,
         "label": label,
