@@ -310,6 +310,15 @@ def _half_done_store_of_variant(path, X, variant):
     _forget_tiles(path)
 
 
+def _half_done_store_started_elsewhere(tmp_path, n_images):
+    """(started, here, X, path): a half-done store on n images started with another variant."""
+    started, here = _other_variant()
+    X = _images(n_images)
+    path = tmp_path / "K.npy"
+    _half_done_store_of_variant(path, X, started)
+    return started, here, X, path
+
+
 def test_a_new_store_records_its_engine_variant(tmp_path):
     path = tmp_path / "K.npy"
     conv_kernel(_images(5), architecture=ARCH, out=path)
@@ -339,10 +348,7 @@ def test_a_store_resumes_with_the_variant_it_was_started_with(tmp_path, monkeypa
 
 
 def test_a_store_whose_variant_this_cpu_lacks_resumes_with_a_warning(tmp_path, monkeypatch):
-    started, here = _other_variant()
-    X = _images(8)
-    path = tmp_path / "K.npy"
-    _half_done_store_of_variant(path, X, started)
+    started, here, X, path = _half_done_store_started_elsewhere(tmp_path, 8)
     core = _gram._core()
     monkeypatch.setattr(core, "simd_variants", lambda: [here])
     used = _variant_counting_tiles(monkeypatch)
@@ -381,10 +387,7 @@ def test_tiles_computed_with_another_variant_are_recorded_and_warned_about(tmp_p
                                                                            monkeypatch):
     # the calling process's threads, each tile's program running another variant
     # (as a worker whose CPU lacks the store's variant would)
-    started, here = _other_variant()
-    X = _images(8)
-    path = tmp_path / "K.npy"
-    _half_done_store_of_variant(path, X, started)
+    started, here, X, path = _half_done_store_started_elsewhere(tmp_path, 8)
     _count_tiles(monkeypatch, run_with=here)
     _marks_after_recording(monkeypatch, path, here)
     with pytest.warns(UserWarning) as record:
@@ -404,10 +407,7 @@ def test_a_worker_without_the_store_variant_is_recorded_and_warned_about(tmp_pat
     # and the tile reports it back to the calling process
     from joblib import parallel_config
 
-    started, here = _other_variant()
-    X = _images(8)
-    path = tmp_path / "K.npy"
-    _half_done_store_of_variant(path, X, started)
+    started, here, X, path = _half_done_store_started_elsewhere(tmp_path, 8)
     store_tile_task = _gram._store_tile_task
 
     def on_a_cpu_without_its_variant(prog, *args):  # runs in a worker (pickled by value)
@@ -439,10 +439,7 @@ def test_a_worker_without_the_store_variant_is_recorded_and_warned_about(tmp_pat
 
 def test_a_self_pass_with_another_variant_is_recorded(tmp_path, monkeypatch):
     # the self passes give the diagonal (and the tapes of every tile)
-    started, here = _other_variant()
-    X = _images(6)
-    path = tmp_path / "K.npy"
-    _half_done_store_of_variant(path, X, started)
+    started, here, X, path = _half_done_store_started_elsewhere(tmp_path, 6)
     self_task = _gram._self_task
     monkeypatch.setattr(_gram, "_self_task",
                         lambda prog, *args: self_task(prog.with_variant(here), *args))
