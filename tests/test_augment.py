@@ -1,4 +1,5 @@
-"""Flip averaging (augment="hflip"): oracle, symmetry/PSD, the equivariance check, reuse."""
+"""Flip averaging (augment="hflip" and "hflip_reverse_channels"): oracle, symmetry/PSD, the
+equivariance check, reuse."""
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from sklearn_convkernel import (
     conv_kernel,
 )
 from sklearn_convkernel import _abi, _plan
-from sklearn_convkernel._augment import FlipPlan, check_flip_equivariant
+from sklearn_convkernel._augment import AUGMENTS, FlipPlan, check_flip_equivariant
 from sklearn_convkernel._gram import compile_architecture, self_passes
 from sklearn_convkernel._reference import reference_gram
 from sklearn_convkernel.arch import (
@@ -29,6 +30,7 @@ from sklearn_convkernel.arch import (
     GlobalAvgPool,
     ReLU,
     Sequential,
+    ShiftAverage,
     StridedPool,
     Sum,
     Tap,
@@ -36,7 +38,8 @@ from sklearn_convkernel.arch import (
 )
 
 # flip-equivariant architectures on width 7 (diagonal path, pooled full path,
-# slab path with GAP, taps + residual branch + circular padding + erf)
+# slab path with GAP, taps + residual branch + circular padding + erf, the
+# displacement path of a ShiftAverage read-out)
 EQUIVARIANT = {
     "flatten": Sequential(Conv(3, weight_var=2.0), ReLU(), Conv(3, weight_var=2.0, bias_var=0.1),
                           ReLU(), Flatten(), Dense()),
@@ -47,48 +50,74 @@ EQUIVARIANT = {
     "taps": Sequential(Conv(3, weight_var=2.0), ReLU(), Tap(GlobalAvgPool(), Dense()),
                        Sum(Sequential(), Sequential(Conv(3, padding="circular"), Erf())),
                        Conv(3, stride=2), ReLU(), Tap(Flatten()), Flatten(), Dense()),
+    "shift": Sequential(Conv(3, weight_var=2.0), ReLU(), Conv(3, weight_var=2.0), ReLU(),
+                        ShiftAverage(1), Dense()),
 }
 
+NEW = "hflip_reverse_channels"
 
-def _images(n, seed, shape=(5, 7, 2)):
+
+def _images(n, seed, shape=(5, 7, 3)):
     return np.random.default_rng(seed).normal(size=(n,) + shape)
 
 
-def _flip(X):
-    return X[:, :, ::-1]
+def _flip(X, augment="hflip"):
+    """The mirror images of X: width reversed (and channel order, for NEW)."""
+    return X[:, :, ::-1] if augment == "hflip" else X[:, :, ::-1, ::-1]
 
 
-def _oracle(X, Y, arch, kind):
+def _oracle(X, Y, arch, kind, augment="hflip"):
     """(ref(X, Y) + ref(X, flip Y)) / 2 on explicitly flipped images."""
-    if Y is None:
-        return 0.5 * (reference_gram(X, architecture=arch, kind=kind)
-                      + reference_gram(X, _flip(X), architecture=arch, kind=kind))
+    Y_ = X if Y is None else Y
     return 0.5 * (reference_gram(X, Y, architecture=arch, kind=kind)
-                  + reference_gram(X, _flip(Y), architecture=arch, kind=kind))
+                  + reference_gram(X, _flip(Y_, augment), architecture=arch, kind=kind))
 
 
+@pytest.mark.parametrize("augment", AUGMENTS)
 @pytest.mark.parametrize("name", sorted(EQUIVARIANT))
 @pytest.mark.parametrize("kind", ["nngp", "ntk"])
-def test_augmented_kernel_matches_oracle_on_flipped_images(name, kind):
+def test_augmented_kernel_matches_oracle_on_flipped_images(name, kind, augment):
     arch = EQUIVARIANT[name]
     X, Y = _images(4, 0), _images(3, 1)
     for dtype, rtol in ((np.float64, 1e-10), (np.float32, 2e-4)):
-        K = conv_kernel(X, architecture=arch, kind=kind, dtype=dtype, augment="hflip",
+        K = conv_kernel(X, architecture=arch, kind=kind, dtype=dtype, augment=augment,
                         n_jobs=2)
-        np.testing.assert_allclose(K, _oracle(X, None, arch, kind), rtol=rtol,
+        np.testing.assert_allclose(K, _oracle(X, None, arch, kind, augment), rtol=rtol,
                                    atol=rtol * np.abs(K).max())
-        Kxy = conv_kernel(X, Y, architecture=arch, kind=kind, dtype=dtype, augment="hflip")
-        np.testing.assert_allclose(Kxy, _oracle(X, Y, arch, kind), rtol=rtol,
+        Kxy = conv_kernel(X, Y, architecture=arch, kind=kind, dtype=dtype, augment=augment)
+        np.testing.assert_allclose(Kxy, _oracle(X, Y, arch, kind, augment), rtol=rtol,
                                    atol=rtol * np.abs(Kxy).max())
 
 
+@pytest.mark.parametrize("name", ["flatten", "shift", "taps"])
+@pytest.mark.parametrize("kind", ["nngp", "ntk"])
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-13), (np.float32, 1e-5)])
+def test_channel_reversing_augment_is_the_average_over_the_mirrored_images(name, kind, dtype,
+                                                                           rtol):
+    """conv_kernel(A, B, augment=NEW) = (K(A, B) + K(A, B[:, :, ::-1, ::-1])) / 2."""
+    arch = EQUIVARIANT[name]
+    A, B = _images(5, 20), _images(4, 21)
+    args = dict(architecture=arch, kind=kind, dtype=dtype)
+    K = conv_kernel(A, B, augment=NEW, **args)
+    expected = 0.5 * (conv_kernel(A, B, **args) + conv_kernel(A, B[:, :, ::-1, ::-1], **args))
+    np.testing.assert_allclose(K, expected, rtol=rtol, atol=rtol * np.abs(expected).max())
+    # the symmetric Gram is the cross kernel of X with itself
+    G = conv_kernel(A, augment=NEW, **args)
+    np.testing.assert_allclose(G, conv_kernel(A, A, augment=NEW, **args), rtol=rtol,
+                               atol=rtol * np.abs(G).max())
+    # reversing the channels matters: the plain flip gives another kernel
+    hflip = conv_kernel(A, B, augment="hflip", **args)
+    assert not np.allclose(K, hflip, rtol=1e-3)
+
+
+@pytest.mark.parametrize("augment", AUGMENTS)
 @pytest.mark.parametrize("name", sorted(EQUIVARIANT))
 @pytest.mark.parametrize("kind", ["nngp", "ntk"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_augmented_gram_is_symmetric_psd_and_flip_invariant(name, kind, dtype):
+def test_augmented_gram_is_symmetric_psd_and_flip_invariant(name, kind, dtype, augment):
     arch = EQUIVARIANT[name]
     X = _images(9, 2)
-    K = conv_kernel(X, architecture=arch, kind=kind, dtype=dtype, augment="hflip",
+    K = conv_kernel(X, architecture=arch, kind=kind, dtype=dtype, augment=augment,
                     tile_size=2, n_jobs=2)
     K = K if K.ndim == 3 else K[None]
     tol = 1e-10 if dtype == np.float64 else 1e-4
@@ -96,29 +125,33 @@ def test_augmented_gram_is_symmetric_psd_and_flip_invariant(name, kind, dtype):
         np.testing.assert_array_equal(G, G.T)  # upper tiles mirrored
         w = np.linalg.eigvalsh(G.astype(np.float64))
         assert w.min() > -tol * w.max()
-    # invariance: flipping either argument leaves the averaged kernel unchanged
+    # invariance: mirroring either argument leaves the averaged kernel unchanged
     Y = _images(3, 3)
-    base = conv_kernel(X, Y, architecture=arch, kind=kind, dtype=dtype, augment="hflip")
-    for A, B in ((X, _flip(Y)), (_flip(X), Y), (_flip(X), _flip(Y))):
+    base = conv_kernel(X, Y, architecture=arch, kind=kind, dtype=dtype, augment=augment)
+    fX, fY = _flip(X, augment), _flip(Y, augment)
+    for A, B in ((X, fY), (fX, Y), (fX, fY)):
         np.testing.assert_allclose(
-            conv_kernel(A, B, architecture=arch, kind=kind, dtype=dtype, augment="hflip"),
+            conv_kernel(A, B, architecture=arch, kind=kind, dtype=dtype, augment=augment),
             base, rtol=tol, atol=tol * np.abs(base).max())
-    # the plain kernel is not flip invariant (else this test would prove nothing)
+    # the plain kernel is not mirror invariant (else this test would prove nothing)
     plain = conv_kernel(X, Y, architecture=arch, kind=kind, dtype=dtype)
-    assert not np.allclose(plain, conv_kernel(X, _flip(Y), architecture=arch, kind=kind,
+    assert not np.allclose(plain, conv_kernel(X, fY, architecture=arch, kind=kind,
                                               dtype=dtype), rtol=1e-3)
 
 
+@pytest.mark.parametrize("augment", AUGMENTS)
 @pytest.mark.parametrize("name", sorted(EQUIVARIANT))
 @pytest.mark.parametrize("kind", ["nngp", "ntk"])
 @pytest.mark.parametrize("spatial", ["auto", "full"])
-def test_flipped_tapes_equal_recomputed_self_passes(name, kind, spatial):
+def test_flipped_tapes_equal_recomputed_self_passes(name, kind, spatial, augment):
+    """The reused tapes of the mirrored images are those of a real self pass on them
+    (for NEW: the channel sum of the input layer is order-free, to rounding)."""
     arch = EQUIVARIANT[name]
     X = _images(5, 4)
     for dtype in (np.float64, np.float32):
         Xf = np.ascontiguousarray(X.reshape(5, -1), dtype=dtype)
         prog, plan = compile_architecture(arch, X.shape[1:], kind, spatial)
-        flip = FlipPlan(plan, arch)
+        flip = FlipPlan(plan, arch, augment)
         tx, sx = self_passes(prog, Xf)
         tf, sf = self_passes(prog, flip.images(Xf))
         # the window sums of a flipped image run in reversed order: equal to
@@ -139,10 +172,13 @@ def test_augmented_gram_into_a_memory_map(tmp_path):
 
 
 def test_flip_images_reverses_the_width_axis():
-    X = _images(2, 5, shape=(3, 4, 2))
+    X = _images(2, 5, shape=(3, 4, 3))
     prog, plan = compile_architecture(EQUIVARIANT["flatten"], X.shape[1:])
     Ff = FlipPlan(plan).images(X.reshape(2, -1))
     np.testing.assert_array_equal(Ff.reshape(X.shape), X[:, :, ::-1, :])
+    # and the channel order too for NEW
+    Fc = FlipPlan(plan, augment=NEW).images(X.reshape(2, -1))
+    np.testing.assert_array_equal(Fc.reshape(X.shape), X[:, :, ::-1, ::-1])
 
 
 # -- the equivariance check ---------------------------------------------------
@@ -227,6 +263,8 @@ def test_non_equivariant_architectures_raise_naming_the_layer(arch, width, match
         ConvKernel(arch, augment="hflip").fit(X)
     with pytest.raises(ArchitectureError, match=match):
         CNNGPRegressor(architecture=arch, augment="hflip").fit(X, [0.0, 1.0])
+    with pytest.raises(ArchitectureError, match="augment='hflip_reverse_channels' needs"):
+        conv_kernel(X, architecture=arch, augment=NEW)
     if width is not None:  # the same layers on an odd width are fine
         conv_kernel(_images(2, 8, (4, width - 1, 1)), architecture=arch, augment="hflip")
 
@@ -241,10 +279,15 @@ def test_unknown_op_codes_are_not_trusted():
 
 def test_bad_augment_values():
     X = _images(2, 9)
-    with pytest.raises(ValueError, match="augment must be None .* or 'hflip'"):
+    with pytest.raises(ValueError, match="augment must be None .* or one of 'hflip' .*; "
+                                         "'hflip_reverse_channels' .*; got 'vflip'"):
         conv_kernel(X, architecture=EQUIVARIANT["flatten"], augment="vflip")
     with pytest.raises(ValueError, match="augment"):
         ConvKernel(augment=True).fit(X)
+    with pytest.raises(ValueError, match="augment"):
+        ConvKernel(augment="hflip_channels").fit(X)
+    with pytest.raises(ValueError, match="needs an augment value"):
+        FlipPlan(_plan.make_plan(EQUIVARIANT["flatten"], (5, 7, 3)), augment=None)
 
 
 # -- estimators, cache and search -----------------------------------------------
@@ -297,6 +340,27 @@ def test_cache_requests_each_flipped_pair_about_once_and_reuses_the_plain_entrie
     before = cache.computed_pairs_
     ConvKernel(arch, cache=cache, augment="hflip").fit(X[5:30]).transform(X[30:])
     assert cache.computed_pairs_ == before
+
+
+def test_a_cache_shared_by_both_mirrors_gives_each_its_own_kernel():
+    """Cache entries are kernels of image pairs: the flipped and the channel-reversed
+    mirror images are different images, so one augment never reads the other's pairs."""
+    arch = EQUIVARIANT["flatten"]
+    X, Y = _images(12, 15), _images(5, 16)
+    expected = {a: (conv_kernel(X, architecture=arch, augment=a),
+                    conv_kernel(Y, X, architecture=arch, augment=a)) for a in AUGMENTS}
+    assert not np.allclose(*(K for K, _ in expected.values()), rtol=1e-3)
+    for order in (AUGMENTS, AUGMENTS[::-1]):
+        cache = KernelCache()
+        plain = ConvKernel(arch, cache=cache).fit_transform(X)
+        for augment in order:
+            before = cache.computed_pairs_
+            ck = ConvKernel(arch, cache=cache, augment=augment)
+            np.testing.assert_allclose(ck.fit_transform(X), expected[augment][0], rtol=1e-12)
+            np.testing.assert_allclose(ck.transform(Y), expected[augment][1], rtol=1e-12)
+            # the mirrored pairs of this augment are new entries (about half a block)
+            assert cache.computed_pairs_ - before >= 12 * 13 // 2
+        np.testing.assert_array_equal(ConvKernel(arch, cache=cache).fit_transform(X), plain)
 
 
 def test_grid_search_over_augment_shares_entries():
