@@ -4,6 +4,7 @@ equivariance check, reuse."""
 import numpy as np
 import pytest
 from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.pipeline import make_pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sklearn_convkernel import (
@@ -11,6 +12,8 @@ from sklearn_convkernel import (
     CNTKClassifier,
     ConvKernel,
     KernelCache,
+    PatchFeatures,
+    cntk_architecture,
     conv_kernel,
 )
 from sklearn_convkernel import _abi, _plan
@@ -398,6 +401,78 @@ def test_grid_search_over_augment_shares_entries():
         est = CNTKClassifier(architecture=arch, cache=None, **params)
         scores = [est.fit(X[tr], y[tr]).score(X[te], y[te]) for tr, te in cv.split(X)]
         assert score == pytest.approx(np.mean(scores))
+
+
+# -- behind PatchFeatures(flip_equivariant=True) ----------------------------------
+
+# the benchmark's read-out (a 3x3 CNTK with ShiftAverage(1)) and the flatten CNTK
+PATCH_ARCHS = {"shift": cntk_architecture(depth=3, gap=False, max_shift=1)[0],
+               "flatten": cntk_architecture(depth=3, gap=False)[0]}
+
+
+def _pixels(n, seed, shape=(7, 8, 2)):
+    """Generic images with correlated neighbours (something for the patch layer)."""
+    X = np.random.default_rng(seed).random((n,) + shape)
+    return X + 0.5 * np.roll(X, 1, axis=2) + 0.3 * np.roll(X, 1, axis=1)
+
+
+def _patch_layer(X):
+    return PatchFeatures(n_filters=6, patch_size=3, flip_equivariant=True, n_patches=2000,
+                         random_state=0).fit(X)
+
+
+@pytest.mark.parametrize("name", sorted(PATCH_ARCHS))
+@pytest.mark.parametrize("kind", ["nngp", "ntk"])
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_channel_reversing_augment_on_patch_features_averages_over_image_flips(name, kind,
+                                                                              dtype, rtol):
+    """With F = PatchFeatures(flip_equivariant=True): augment=NEW on F(X), F(Y) is
+    (K(F X, F Y) + K(F X, F(flip Y))) / 2, flip averaging of the images behind F."""
+    X, Y = _pixels(10, 30), _pixels(4, 31)
+    F = _patch_layer(X)
+    FX, FY = F.transform(X), F.transform(Y)
+    args = dict(architecture=PATCH_ARCHS[name], kind=kind, dtype=dtype)
+    K = conv_kernel(FX, FY, augment=NEW, **args)
+    expected = 0.5 * (conv_kernel(FX, FY, **args)
+                      + conv_kernel(FX, F.transform(Y[:, :, ::-1]), **args))
+    np.testing.assert_allclose(K, expected, rtol=rtol, atol=rtol * np.abs(expected).max())
+    # the symmetric Gram: the same identity, the cross version, symmetric and PSD
+    G = conv_kernel(FX, augment=NEW, **args)
+    G_expected = 0.5 * (conv_kernel(FX, **args)
+                        + conv_kernel(FX, F.transform(X[:, :, ::-1]), **args))
+    np.testing.assert_allclose(G, G_expected, rtol=rtol, atol=rtol * np.abs(G).max())
+    np.testing.assert_allclose(G, conv_kernel(FX, FX, augment=NEW, **args), rtol=rtol,
+                               atol=rtol * np.abs(G).max())
+    np.testing.assert_array_equal(G, G.T)
+    w = np.linalg.eigvalsh(G.astype(np.float64))
+    assert w.min() > -10 * rtol * w.max()
+    # "hflip" on the patch features is no flip of the images behind them
+    hflip = conv_kernel(FX, FY, augment="hflip", **args)
+    assert not np.allclose(hflip, expected, rtol=1e-3)
+
+
+def test_pipeline_with_flip_equivariant_patch_features_and_a_search_over_augment():
+    X = _pixels(30, 32, shape=(7, 8, 1))
+    y = (X[:, :, :3].sum(axis=(1, 2, 3)) > X[:, :, 5:].sum(axis=(1, 2, 3))).astype(int)
+    X_test = _pixels(6, 33, shape=(7, 8, 1))
+    pipe = make_pipeline(
+        PatchFeatures(n_filters=4, patch_size=3, flip_equivariant=True, n_patches=1000,
+                      random_state=0),
+        CNTKClassifier(depth=2, gap=False, max_shift=1, cache=KernelCache()))
+    search = GridSearchCV(pipe, {"cntkclassifier__augment": [None, "hflip", NEW]},
+                          cv=KFold(3)).fit(X, y)
+    assert list(search.cv_results_["param_cntkclassifier__augment"]) == [None, "hflip", NEW]
+    assert np.all(np.isfinite(search.cv_results_["mean_test_score"]))
+    # with NEW the fitted model does not see flips of the test images (its kernel is
+    # invariant to mirroring either argument); with "hflip" on the features it does
+    model = pipe.set_params(cntkclassifier__augment=NEW).fit(X, y)
+    assert model.predict(X_test).shape == (6,)
+    d = model.decision_function(X_test)
+    np.testing.assert_allclose(model.decision_function(X_test[:, :, ::-1]), d, rtol=1e-9,
+                               atol=1e-9 * np.abs(d).max())
+    plain = pipe.set_params(cntkclassifier__augment="hflip").fit(X, y)
+    d = plain.decision_function(X_test)
+    assert not np.allclose(plain.decision_function(X_test[:, :, ::-1]), d, rtol=1e-3)
 
 
 @parametrize_with_checks(
