@@ -1,11 +1,31 @@
 """Flip averaging: ``K(x, y) <- (K(x, y) + K(x, flip y)) / 2`` on compiled programs.
 
-``augment="hflip"`` averages every read-out of the kernel over a left-right
-flip (reversal of the width axis, axis 2 of NHWC images) of one argument.  The
-result is symmetric and positive semi-definite when the architecture is
-*flip-equivariant*: flipping both images leaves the kernel unchanged,
-``K(flip x, flip y) = K(x, y)``; then ``K(x, flip y) = K(flip x, y) = K(y, flip x)``
+The values of the ``augment`` parameter (:data:`AUGMENTS`) and their mirrors:
+
+- ``"hflip"``: ``flip y`` is a left-right flip of ``y`` (reversal of the
+  width axis, axis 2 of NHWC images), ``y[:, :, ::-1, :]``;
+- ``"hflip_reverse_channels"``: the flip with the channel order reversed too,
+  ``y[:, :, ::-1, ::-1]``.  This is the mirror image of channels that come in
+  mirror pairs, channel ``j`` the mirror image of channel ``C - 1 - j``: the
+  output of :class:`~sklearn_convkernel.PatchFeatures` with
+  ``flip_equivariant=True``, which satisfies
+  ``F(x[:, :, ::-1]) = F(x)[:, :, ::-1, ::-1]``, so that this augment on
+  ``F(x)``, ``F(y)`` is ``"hflip"`` on the images ``x``, ``y`` behind the
+  patch features: ``(K(F x, F y) + K(F x, F(flip y))) / 2``.
+
+``augment`` averages every read-out of the kernel over the mirror of one
+argument.  The result is symmetric and positive semi-definite when the
+architecture is *flip-equivariant*: mirroring both images leaves the kernel
+unchanged, ``K(flip x, flip y) = K(x, y)``; then
+``K(x, flip y) = K(flip x, y) = K(y, flip x)`` (the mirrors are involutions)
 and the averaged kernel is the kernel of the flip-averaged feature map.
+
+Channels.  Every program reads its images only in the input op, as
+``sum_c x_c(p) y_c(q)``: invariant under a permutation of the channels common
+to both images.  So the channel reversal changes none of the checks below
+and no self-variance: a program is equivariant under the channel-reversing
+mirror exactly when it is under the plain flip, and the tapes are reused the
+same way.
 
 Equivariance is checked on the compiled program (:class:`~._plan.Plan`), op
 by op: a convolution or pooling op is flip-equivariant when its width-axis
@@ -30,8 +50,14 @@ from sklearn_convkernel import _abi
 
 __all__ = ["AUGMENTS", "check_augment", "check_flip_equivariant", "flip_images", "FlipPlan"]
 
+# the accepted values of the ``augment`` parameter (besides None) and their mirrors
+_MIRRORS = {
+    "hflip": "a left-right flip of one image",
+    "hflip_reverse_channels": ("a left-right flip of one image with its channel order "
+                               "reversed, for PatchFeatures(flip_equivariant=True) channels"),
+}
 #: accepted values of the ``augment`` parameter (besides None)
-AUGMENTS = ("hflip",)
+AUGMENTS = tuple(_MIRRORS)
 
 # the width-axis columns of a CONV row: window, stride, dilation, left pad, circular
 _CONV_W = (_abi.C_CONV_KW, _abi.C_CONV_SW, _abi.C_CONV_DW, _abi.C_CONV_PAD_W,
@@ -43,6 +69,8 @@ _IN_H, _IN_W, _OUT_W, _MODE_IN = _abi.C_IN_H, _abi.C_IN_W, _abi.C_OUT_W, _abi.C_
 # A new op code goes here (a read-out whose weights are mirror-symmetric along the
 # width, e.g.) or gets a check below; unknown codes raise.
 _ALWAYS_EQUIVARIANT = {
+    # K = scale * sum_c x_c(p) y_c(q): also invariant under a common permutation of
+    # the channels, which "hflip_reverse_channels" relies on (see the module docstring)
     _abi.OP_INPUT: "the input layer",
     _abi.OP_NONLIN: "a nonlinearity",
     _abi.OP_DIAGSUM: "a diagonal read-out (Flatten/Trace)",
@@ -59,12 +87,13 @@ _STRUCTURAL = {_abi.OP_INPUT, _abi.OP_TODIAG, _abi.OP_PUSH, _abi.OP_SWAP, _abi.O
 
 
 def check_augment(augment):
-    """Validate the ``augment`` parameter (None or "hflip")."""
+    """Validate the ``augment`` parameter (None or one of :data:`AUGMENTS`)."""
     if augment is None or (isinstance(augment, str) and augment in AUGMENTS):
         return augment
+    values = "; ".join(f"{name!r} (average the kernel over {what})"
+                       for name, what in _MIRRORS.items())
     raise ValueError(
-        f"augment must be None (no augmentation) or 'hflip' (average the kernel over a "
-        f"left-right flip of one image), got {augment!r}."
+        f"augment must be None (no augmentation) or one of {values}; got {augment!r}."
     )
 
 
@@ -186,8 +215,11 @@ def _leaf_names(architecture):
     return [repr(layer) for layer in A.iter_layers(architecture) if not layer._combinator]
 
 
-def check_flip_equivariant(plan, architecture=None):
+def check_flip_equivariant(plan, architecture=None, augment="hflip"):
     """Raise unless the compiled program is equivariant under a left-right flip.
+
+    The same check holds for both values of :data:`AUGMENTS`: programs read
+    the channels only through sums over them (see the module docstring).
 
     Parameters
     ----------
@@ -196,6 +228,8 @@ def check_flip_equivariant(plan, architecture=None):
     architecture : Layer, optional
         The architecture the plan was compiled from, only to name the
         offending layer in the error message.
+    augment : str, default="hflip"
+        The augment value asked for, only for the error message.
 
     Raises
     ------
@@ -220,7 +254,7 @@ def check_flip_equivariant(plan, architecture=None):
         if problem is None:
             continue
         raise A.ArchitectureError(
-            f"augment='hflip' needs an architecture whose kernel is unchanged when both "
+            f"augment={augment!r} needs an architecture whose kernel is unchanged when both "
             f"images are flipped left-right, for images of width {plan.input_shape[1]}; "
             f"{_describe(plan, k, architecture)}: {problem}. Or use augment=None."
         )
@@ -243,11 +277,15 @@ def _describe(plan, k, architecture):
 # ---------------------------------------------------------------------------
 
 
-def flip_images(Xf, image_shape):
-    """Left-right flipped copies of flat images (n, H*W*C): axis 2 of NHWC reversed."""
+def flip_images(Xf, image_shape, reverse_channels=False):
+    """Left-right flipped copies of flat images (n, H*W*C): axis 2 of NHWC reversed.
+
+    With ``reverse_channels`` axis 3 (the channel order) is reversed too.
+    """
     H, W, C = image_shape
     n = Xf.shape[0]
-    return np.ascontiguousarray(Xf.reshape(n, H, W, C)[:, :, ::-1, :].reshape(n, -1))
+    channels = slice(None, None, -1 if reverse_channels else 1)
+    return np.ascontiguousarray(Xf.reshape(n, H, W, C)[:, :, ::-1, channels].reshape(n, -1))
 
 
 def _tape_permutation(plan):
@@ -273,18 +311,25 @@ class FlipPlan:
         Checked with :func:`check_flip_equivariant` on construction.
     architecture : Layer, optional
         Only for the error message.
+    augment : {"hflip", "hflip_reverse_channels"}, default="hflip"
+        The mirror: the second also reverses the channel order of the images
+        (their tapes are the same, see the module docstring).
     """
 
-    def __init__(self, plan, architecture=None):
-        check_flip_equivariant(plan, architecture)
+    def __init__(self, plan, architecture=None, augment="hflip"):
+        if check_augment(augment) is None:
+            raise ValueError("FlipPlan needs an augment value, got None.")
+        check_flip_equivariant(plan, architecture, augment)
         self.plan = plan
+        self.augment = augment
         self.image_shape = plan.input_shape
         self.tape_perm = _tape_permutation(plan)
 
     def images(self, Xf):
-        """Flipped flat images."""
-        return flip_images(Xf, self.image_shape)
+        """Mirrored flat images (flipped; channels reversed for "hflip_reverse_channels")."""
+        return flip_images(Xf, self.image_shape,
+                           reverse_channels=self.augment == "hflip_reverse_channels")
 
     def tapes(self, tapes):
-        """Tapes of the flipped images (no self pass)."""
+        """Tapes of the mirrored images (no self pass)."""
         return np.ascontiguousarray(tapes[:, self.tape_perm])

@@ -61,15 +61,17 @@ class KernelComputer:
         Which read-out of a multi-output (tapped) architecture to return.
     cache : KernelCache or None
     n_jobs, verbose, augment : see :func:`~sklearn_convkernel.conv_kernel`
-        With ``augment``, the cache holds the flipped images as ordinary
+        With ``augment``, the cache holds the mirrored images as ordinary
         images: the plain entries ``K(x, y)`` are shared with
-        ``augment=None``, and ``K(x, flip y)`` are ordinary entries too.
+        ``augment=None``, and ``K(x, flip y)`` are ordinary entries too
+        (entries of other images for each augment value, so never mixed up).
     """
 
     def __init__(self, architecture, image_shape, kind, dtype, output=-1, cache=None,
                  n_jobs=None, verbose=0, augment=None):
         self.prog, self.plan, self.key = compiled(architecture, image_shape, kind, dtype)
-        self.flip = FlipPlan(self.plan, architecture) if check_augment(augment) else None
+        self.flip = (FlipPlan(self.plan, architecture, augment) if check_augment(augment)
+                     else None)
         n_out = self.plan.n_outputs
         if not -n_out <= output < n_out:
             raise ValueError(

@@ -105,9 +105,10 @@ class ConvNystroem(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ImageInput
     verbose : int, default=0
         Progress bars (tqdm, on stderr; plain lines every 30 s when stderr is a
         file or a pipe) when > 0.
-    augment : {None, "hflip"}, default=None
+    augment : {None, "hflip", "hflip_reverse_channels"}, default=None
         ``"hflip"`` averages the kernel over left-right flips of its second
-        argument (see :func:`~sklearn_convkernel.conv_kernel`): the features
+        argument, ``"hflip_reverse_channels"`` over flips with the channel
+        order reversed (see :func:`~sklearn_convkernel.conv_kernel`): the features
         then approximate the flip-averaged kernel, a PSD kernel for the
         flip-equivariant architectures it accepts.
     out : str or path-like, default=None

@@ -535,12 +535,15 @@ _SHARED_DOC = """
     architecture : Layer, default=None
         An explicit architecture (see :mod:`sklearn_convkernel.arch`) that
         overrides the shorthand parameters above.
-    augment : {None, "hflip"}, default=None
+    augment : {None, "hflip", "hflip_reverse_channels"}, default=None
         "hflip" averages the kernel over a left-right flip of one image,
         ``(K(x, y) + K(x, flip y)) / 2`` (see
         :func:`~sklearn_convkernel.conv_kernel`; the architecture must be
-        flip-equivariant, else fit raises).  About twice the kernel cost; a
-        search over ``augment`` reuses the plain entries through the cache.
+        flip-equivariant, else fit raises); "hflip_reverse_channels" over
+        the flip with the channel order reversed, for the channels of
+        ``PatchFeatures(flip_equivariant=True)`` in a pipeline.  About twice
+        the kernel cost; a search over ``augment`` reuses the plain entries
+        through the cache.
     alpha : float, default=1e-3
         Ridge regulariser relative to the mean of the training Gram's
         diagonal (0 interpolates, as Arora et al.; a numerically singular

@@ -417,16 +417,21 @@ def conv_kernel(
         finished store.  ``X`` and ``Y`` must not be memory maps of ``out``.
         With a process or dask joblib backend the workers write the tiles
         into the file themselves (a shared filesystem is needed).
-    augment : {None, "hflip"}, default=None
+    augment : {None, "hflip", "hflip_reverse_channels"}, default=None
         "hflip" averages over a left-right flip of the second argument:
         ``K(x, y) <- (K(x, y) + K(x, flip y)) / 2`` (flip = reversal of the
-        width axis), for every read-out.  This is a symmetric positive
-        semi-definite kernel, invariant to flipping either image, when the
-        architecture is flip-equivariant (symmetric padding and pooling
-        along the width); other architectures raise an
+        width axis, ``y[:, :, ::-1]``), for every read-out.  This is a
+        symmetric positive semi-definite kernel, invariant to flipping
+        either image, when the architecture is flip-equivariant (symmetric
+        padding and pooling along the width); other architectures raise an
         :class:`~.arch.ArchitectureError` that names the offending layer.
-        Costs about twice the plain kernel (flipped images need no self
-        pass).
+        "hflip_reverse_channels" reverses the channel order too
+        (``y[:, :, ::-1, ::-1]``): the mirror image of the channels of
+        :class:`~sklearn_convkernel.PatchFeatures` with
+        ``flip_equivariant=True``, so that it averages over the flips of the
+        images behind the patch features (see
+        :mod:`~sklearn_convkernel._augment`).  Costs about twice the plain
+        kernel (mirrored images need no self pass).
 
     Returns
     -------
@@ -474,7 +479,7 @@ def conv_kernel(
                 f"and {Y.shape[1:]}."
             )
     prog, plan = compile_architecture(architecture, X.shape[1:], kind, spatial)
-    flip = FlipPlan(plan, architecture) if augment else None
+    flip = FlipPlan(plan, architecture, augment) if augment else None
     shape = (X.shape[0], X.shape[0] if symmetric else Y.shape[0])
     if plan.n_outputs > 1:
         shape = (plan.n_outputs,) + shape

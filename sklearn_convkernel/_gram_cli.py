@@ -39,6 +39,7 @@ def _shape(text):
 
 def add_gram_parser(sub, prog):
     """Add the ``gram`` subcommand to the subparsers ``sub``."""
+    from sklearn_convkernel._augment import AUGMENTS
     from sklearn_convkernel._serialize import preset_usage
 
     description = GRAM_DESCRIPTION + "".join(f"  {line}\n" for line in preset_usage())
@@ -58,9 +59,11 @@ def add_gram_parser(sub, prog):
     p.add_argument("--kind", choices=("nngp", "ntk"), default="nngp",
                    help="NNGP/CNN-GP/CKN covariance or neural tangent kernel "
                    "(default: %(default)s)")
-    p.add_argument("--augment", choices=("none", "hflip"), default="none",
+    p.add_argument("--augment", choices=("none",) + AUGMENTS, default="none",
                    help="hflip: average the kernel over a left-right flip of one image, "
-                   "(K(x, y) + K(x, flip y)) / 2 (default: %(default)s)")
+                   "(K(x, y) + K(x, flip y)) / 2; hflip_reverse_channels: the same with "
+                   "the channel order of the flipped image reversed (for PatchFeatures("
+                   "flip_equivariant=True) channels) (default: %(default)s)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float64",
                    help="precision of the computation and of the file (default: %(default)s)")
     p.add_argument("--out", required=True, metavar="K.npy",
@@ -134,7 +137,7 @@ def run_gram(args, prog):
             K = conv_kernel(X, Y, architecture=architecture, kind=args.kind, dtype=args.dtype,
                             n_jobs=None if args.scheduler else args.n_jobs,
                             tile_size=args.tile_size, verbose=0 if args.quiet else 1,
-                            out=args.out, augment=None if args.augment == "none" else "hflip")
+                            out=args.out, augment=None if args.augment == "none" else args.augment)
     except (ValueError, StoreError) as exc:
         print(f"{prog} gram: error: {exc}", file=sys.stderr)
         return 1

@@ -112,6 +112,26 @@ def interior_patches(X4, p):
     return E[:, lo:H - hi, lo:W - hi].reshape(-1, C * p * p)
 
 
+def patch_mirror(C, p):
+    """Column permutation mirroring flat p x p patches: ``P[:, m]`` reverses their width.
+
+    For the (channel, dy, dx) layout of :func:`extract_patches` and
+    :func:`gather_patches`; ``m[m] = identity``.
+    """
+    return np.arange(C * p * p).reshape(C, p, p)[:, :, ::-1].ravel()
+
+
+def _commute_with(A, m):
+    """``A`` (vector or square matrix) averaged with its image under the permutation ``m``.
+
+    The result is exactly invariant under ``m`` (float addition commutes);
+    ``A`` itself when ``m`` is None.
+    """
+    if m is None:
+        return A
+    return 0.5 * (A + (A[m] if A.ndim == 1 else A[np.ix_(m, m)]))
+
+
 def contrast_normalize(E, eps):
     """Rows of E minus their mean, divided by ``sqrt(variance + eps)`` (in place)."""
     E -= E.mean(axis=1, keepdims=True)
@@ -352,7 +372,8 @@ class PatchFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
 
     The dictionary is learnt by k-means
     (:class:`~sklearn.cluster.MiniBatchKMeans`) on whitened training patches,
-    or drawn from them at random.  The output is an image ``(n, H, W, F)``
+    or drawn from them at random.  With ``flip_equivariant=True`` the layer
+    commutes with left-right flips (see Notes).  The output is an image ``(n, H, W, F)``
     that any kernel of this package accepts.  The kernels' first convolution
     sums over the ``F`` channels for every image pair, so a kernel entry
     costs more with many channels: on 28x28 images about 1.4x the pixels'
@@ -383,6 +404,13 @@ class PatchFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     n_patches : int, default=50000
         Training patches sampled (uniformly among interior patches) for the
         statistics and the dictionary.
+    flip_equivariant : bool, default=False
+        Make the layer commute with left-right flips,
+        ``transform(x[:, :, ::-1]) == transform(x)[:, :, ::-1, ::-1]``
+        (see Notes): the statistics come from the training patches and
+        their mirror images, and the dictionary is ``n_filters // 2`` atoms
+        and their mirror images.  Needs an even ``n_filters`` and an odd
+        ``patch_size``.
     image_shape : tuple (H, W) or (H, W, C), default=None
         Shape of one image when X is given as flat rows (one entry may be -1).
     random_state : int, RandomState instance or None, default=None
@@ -392,9 +420,11 @@ class PatchFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     ----------
     dictionary_ : ndarray of shape (n_filters, C k k)
         The dictionary in the whitened space (unit-norm rows for "relu" and
-        "split").
+        "split").  With ``flip_equivariant=True`` row ``n_filters - 1 - j``
+        is the mirror image of row ``j``.
     mean_ : ndarray of shape (C k k,)
-        Mean of the normalised training patches.
+        Mean of the normalised training patches (and of their mirror images
+        with ``flip_equivariant=True``).
     whitening_ : ndarray of shape (C k k, C k k)
         The ZCA matrix (identity when ``whiten=False``).
     contrast_eps_ : float
@@ -408,6 +438,38 @@ class PatchFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
     --------
     ZCAWhitening : whitening that keeps the image shape.
     CKNFeatures : a multi-layer feature map of the same family.
+
+    Notes
+    -----
+    Flip equivariance.  A k-means dictionary is not closed under mirroring,
+    so the patch features of a flipped image are not the flipped features,
+    and the kernels' ``augment="hflip"`` on them is no flip of the images.
+    With ``flip_equivariant=True`` (``M`` the mirror of a patch, the
+    reversal of its width):
+
+    - the mean and covariance are those of the sampled training patches
+      together with their mirror images, so ``M mean = mean`` and the ZCA
+      matrix commutes with ``M`` (contrast normalisation is per patch, and
+      unchanged by ``M``);
+    - the dictionary is ``[c_1, ..., c_m, M c_m, ..., M c_1]`` with
+      ``m = n_filters // 2`` k-means centroids (or random patches) of the
+      symmetrised whitened patches: channel ``n_filters - 1 - j`` responds
+      to the mirror image of what channel ``j`` responds to;
+    - "relu" keeps that order and "triangle" too (its mean distance over
+      all atoms is unchanged by the pairing); "split" orders its
+      ``2 n_filters`` channels as ``[pos_1..pos_m, neg_1..neg_2m,
+      pos_m+1..pos_2m]``, so that reversing them again pairs each channel
+      with its mirror image.
+
+    Hence, for odd patch sizes (a centred, symmetrically padded patch),
+    ``transform(x[:, :, ::-1]) == transform(x)[:, :, ::-1, ::-1]``: the
+    features of a flipped image are the flipped features with their channel
+    order reversed.  This is what the kernels' ``augment="hflip_reverse_channels"``
+    (see :func:`~sklearn_convkernel.conv_kernel`) mirrors, so that, with
+    ``F`` this layer, ``K(F x, F y)`` averaged over that augment is
+    ``(K(F x, F y) + K(F x, F(y[:, :, ::-1]))) / 2``: flip averaging of
+    the images behind the patch layer, at the kernel's cost instead of
+    doubling the training set.
 
     References
     ----------
@@ -435,13 +497,14 @@ class PatchFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         "regularization": [Interval(Real, 0, None, closed="left")],
         "contrast_eps": [Interval(Real, 0, None, closed="neither"), None],
         "n_patches": [Interval(Integral, 1, None, closed="left")],
+        "flip_equivariant": ["boolean"],
         "image_shape": [tuple, list, None],
         "random_state": ["random_state"],
     }
 
     def __init__(self, n_filters=64, *, patch_size=5, dictionary="kmeans", activation="triangle",
                  threshold=0.25, whiten=True, regularization=0.1, contrast_eps=0.1,
-                 n_patches=50000, image_shape=None, random_state=None):
+                 n_patches=50000, flip_equivariant=False, image_shape=None, random_state=None):
         self.n_filters = n_filters
         self.patch_size = patch_size
         self.dictionary = dictionary
@@ -451,6 +514,7 @@ class PatchFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         self.regularization = regularization
         self.contrast_eps = contrast_eps
         self.n_patches = n_patches
+        self.flip_equivariant = flip_equivariant
         self.image_shape = image_shape
         self.random_state = random_state
 
@@ -475,6 +539,7 @@ class PatchFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         _, X4, _ = _input_images(self, X, reset=True)
         p = self.patch_size
         _check_patch_fits(type(self).__name__, self.image_shape_, p)
+        self._check_flip_equivariant()
         rng = check_random_state(self.random_state)
         N, H, W, C = X4.shape
         h, w = H - p + 1, W - p + 1
@@ -487,29 +552,57 @@ class PatchFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             P = contrast_normalize(P, self.contrast_eps_)
         else:
             self.contrast_eps_ = 0.0
-        self.mean_ = P.mean(axis=0)
+        # with flip_equivariant: the patches and their mirror images, and the
+        # statistics made to commute with the mirror exactly (not only to rounding)
+        mirror = patch_mirror(C, p) if self.flip_equivariant else None
+        if mirror is not None:
+            P = np.concatenate([P, P[:, mirror]])
+        self.mean_ = _commute_with(P.mean(axis=0), mirror)
         if self.whiten:
             Pc = P - self.mean_
-            self.whitening_ = zca_matrix(Pc.T @ Pc / P.shape[0], self.regularization)[0]
+            self.whitening_ = _commute_with(
+                zca_matrix(Pc.T @ Pc / P.shape[0], self.regularization)[0], mirror)
         else:
             self.whitening_ = np.eye(P.shape[1])
         Pw = (P - self.mean_) @ self.whitening_
         k = self.n_filters
-        if self.dictionary == "kmeans" and Pw.shape[0] > k:
-            km = MiniBatchKMeans(n_clusters=k, n_init=3, batch_size=2048,
+        atoms = k // 2 if mirror is not None else k
+        if self.dictionary == "kmeans" and Pw.shape[0] > atoms:
+            km = MiniBatchKMeans(n_clusters=atoms, n_init=3, batch_size=2048,
                                  random_state=rng.randint(np.iinfo(np.int32).max))
             D = km.fit(Pw).cluster_centers_
         else:
-            D = Pw[rng.choice(Pw.shape[0], size=k, replace=Pw.shape[0] < k)]
+            D = Pw[rng.choice(Pw.shape[0], size=atoms, replace=Pw.shape[0] < atoms)]
         if self.activation != "triangle":
             norms = np.linalg.norm(D, axis=1, keepdims=True)
             norms[norms == 0] = 1.0
             D = D / norms
+        if mirror is not None:  # [c_1..c_m, M c_m..M c_1]: atom k-1-j mirrors atom j
+            D = np.concatenate([D, D[::-1][:, mirror]])
         self.dictionary_ = D
         F = 2 * k if self.activation == "split" else k
         self.output_shape_ = (H, W, F)
         self._n_features_out = H * W * F
         return self
+
+    def _check_flip_equivariant(self):
+        if not self.flip_equivariant:
+            return
+        owner = type(self).__name__
+        k = self.n_filters
+        if k % 2:
+            use = f"{k - 1} or {k + 1}" if k > 1 else "2"
+            raise ValueError(
+                f"{owner}: flip_equivariant=True needs an even n_filters (n_filters // 2 "
+                f"atoms and their mirror images), got n_filters={k}; use n_filters={use}."
+            )
+        if self.patch_size % 2 == 0:
+            raise ValueError(
+                f"{owner}: flip_equivariant=True needs an odd patch_size (an even patch is "
+                "not centred on its pixel, so the mirror image of a patch is not the patch "
+                f"of the mirrored pixel), got patch_size={self.patch_size}; use "
+                f"patch_size={self.patch_size - 1} or {self.patch_size + 1}."
+            )
 
     def transform(self, X):
         """Dictionary responses of every patch, as the channels of an image.
@@ -545,8 +638,12 @@ class PatchFeatures(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
             elif self.activation == "relu":
                 R = np.maximum(S - self.threshold, 0.0)
             else:
-                R = np.concatenate([np.maximum(S - self.threshold, 0.0),
-                                    np.maximum(-S - self.threshold, 0.0)], axis=1)
+                pos, neg = np.maximum(S - self.threshold, 0.0), np.maximum(-S - self.threshold, 0.0)
+                if self.flip_equivariant:  # [pos of the first half, neg, pos of the second]
+                    m = S.shape[1] // 2
+                    R = np.concatenate([pos[:, :m], neg, pos[:, m:]], axis=1)
+                else:
+                    R = np.concatenate([pos, neg], axis=1)
             out[s:s + _BATCH] = R.reshape(B.shape[:3] + (R.shape[1],))
         return _output(out, 4 if ndim in (3, 4) else 2)
 

@@ -58,10 +58,13 @@ class ConvKernel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, CacheParamMi
     output : int, default=-1
         Which read-out of an architecture with :class:`~.arch.Tap` s to
         return (taps first, the final output last).
-    augment : {None, "hflip"}, default=None
+    augment : {None, "hflip", "hflip_reverse_channels"}, default=None
         "hflip" averages the kernel over a left-right flip of the training
         images, ``(K(x, y) + K(x, flip y)) / 2`` (see :func:`conv_kernel`;
-        the architecture must be flip-equivariant).  Entries of the plain
+        the architecture must be flip-equivariant);
+        "hflip_reverse_channels" over the flip with the channel order
+        reversed, for the channels of
+        ``PatchFeatures(flip_equivariant=True)``.  Entries of the plain
         kernel are shared with ``augment=None`` through the cache.
     image_shape : tuple (H, W) or (H, W, C), default=None
         Shape of one image when X is given as flat rows (one entry may be -1).

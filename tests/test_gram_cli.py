@@ -74,17 +74,20 @@ def test_gram_with_y_json_float32_and_flat_rows(tmp_path, images, capsys):
     np.testing.assert_array_equal(K, conv_kernel(X, Y, architecture=a, dtype=np.float32))
 
 
-def test_gram_preset_by_name_with_flips(tmp_path, images, capsys):
+@pytest.mark.parametrize("augment", ["hflip", "hflip_reverse_channels"])
+def test_gram_preset_by_name_with_flips(tmp_path, capsys, augment):
     from sklearn_convkernel.presets import li_lap
 
-    X, _ = images
+    X = np.random.default_rng(1).random((6, 8, 8, 3))
+    np.save(tmp_path / "X3.npy", X)
     out = tmp_path / "KF.npy"
-    assert main(["gram", str(tmp_path / "X.npy"), "--architecture", "li_lap:depth=3,max_shift=1",
-                 "--kind", "ntk", "--augment", "hflip", "--out", str(out), "--n-jobs", "1",
-                 "--quiet"]) == 0
+    assert main(["gram", str(tmp_path / "X3.npy"), "--architecture",
+                 "li_lap:depth=3,max_shift=1", "--kind", "ntk", "--augment", augment, "--out",
+                 str(out), "--n-jobs", "1", "--quiet"]) == 0
     arch = li_lap(3, 1)
     plain = conv_kernel(X, architecture=arch, kind="ntk")
-    flipped = conv_kernel(X, X[:, :, ::-1], architecture=arch, kind="ntk")
+    mirror = X[:, :, ::-1] if augment == "hflip" else X[:, :, ::-1, ::-1]
+    flipped = conv_kernel(X, mirror, architecture=arch, kind="ntk")
     np.testing.assert_allclose(load_gram(out), (plain + flipped) / 2, rtol=1e-12)
 
 

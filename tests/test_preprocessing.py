@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 from scipy.linalg import sqrtm
 from sklearn.pipeline import make_pipeline
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sklearn_convkernel import CNTKClassifier, PatchFeatures, ZCAWhitening, conv_kernel
+from sklearn_convkernel._preprocessing import patch_mirror
 
 
 def _images(n=40, h=7, w=6, c=2, seed=0):
@@ -183,7 +185,10 @@ def _slow_patch_features(pf, x):
                 s = pf.dictionary_ @ v
                 r = np.maximum(s - pf.threshold, 0)
                 if pf.activation == "split":
-                    r = np.concatenate([r, np.maximum(-s - pf.threshold, 0)])
+                    neg = np.maximum(-s - pf.threshold, 0)
+                    m = len(s) // 2
+                    r = (np.concatenate([r[:m], neg, r[m:]]) if pf.flip_equivariant
+                         else np.concatenate([r, neg]))
                 out.append(r)
     return np.array(out).reshape(H, W, -1)
 
@@ -221,6 +226,93 @@ def test_patch_features_whitening_and_dictionary():
                         random_state=0).fit(X)
     d2 = ((rnd.dictionary_[:, None, :] - Pw[None]) ** 2).sum(-1).min(axis=1)
     np.testing.assert_allclose(d2, 0, atol=1e-16)
+
+
+# -- flip_equivariant=True -------------------------------------------------------
+
+def _flip_pair(n_train=30, n_test=6, c=3):
+    """Generic training and test images (9 x 8: even width, so no column is its own
+    mirror)."""
+    return _images(n=n_train, h=9, w=8, c=c), _images(n=n_test, h=9, w=8, c=c, seed=1)
+
+
+@pytest.mark.parametrize("activation", ["triangle", "relu", "split"])
+@pytest.mark.parametrize("dictionary", ["kmeans", "random"])
+@pytest.mark.parametrize("whiten", [True, False])
+@pytest.mark.parametrize("p", [3, 5])
+def test_flip_equivariant_patch_features_commute_with_flips(activation, dictionary, whiten, p):
+    """transform(flip x) == transform(x) with the width and the channel order reversed."""
+    X, Y = _flip_pair()
+    params = dict(n_filters=6, patch_size=p, dictionary=dictionary, activation=activation,
+                  whiten=whiten, threshold=0.1, n_patches=2000, random_state=0)
+    pf = PatchFeatures(flip_equivariant=True, **params).fit(X)
+    F = pf.transform(Y)
+    assert F.shape == (6, 9, 8, 12 if activation == "split" else 6)
+    assert 0.2 < np.mean(F > 0) < 0.8  # responses, neither all zero nor all positive
+    np.testing.assert_allclose(pf.transform(Y[:, :, ::-1]), F[:, :, ::-1, ::-1], rtol=1e-12,
+                               atol=1e-13 * np.abs(F).max())
+    # float32 too, to its rounding
+    F32 = pf.transform(Y.astype(np.float32))
+    np.testing.assert_allclose(pf.transform(Y[:, :, ::-1].astype(np.float32)),
+                               F32[:, :, ::-1, ::-1], rtol=1e-4, atol=1e-5 * np.abs(F).max())
+    # flat rows: the same identity on the (H, W, F) images they hold
+    flat = PatchFeatures(flip_equivariant=True, image_shape=(9, 8, 3), **params).fit(
+        X.reshape(30, -1))
+    np.testing.assert_allclose(flat.transform(Y.reshape(6, -1)), F.reshape(6, -1))
+    # without flip_equivariant the identity fails on the same data (so this test can fail)
+    plain = PatchFeatures(**params).fit(X)
+    G = plain.transform(Y)
+    assert np.abs(plain.transform(Y[:, :, ::-1]) - G[:, :, ::-1, ::-1]).max() > 0.1 * np.abs(
+        G).max()
+
+
+def test_flip_equivariant_statistics_use_the_mirror_images_of_the_patches():
+    X = _images(n=40, c=2)
+    C, p = 2, 3
+    pf = PatchFeatures(n_filters=4, patch_size=p, n_patches=10 ** 6, flip_equivariant=True,
+                       random_state=0).fit(X)
+    # every interior patch and its mirror image (the patches of the flipped images)
+    P = np.concatenate([_slow_patches(x, p) for x in np.concatenate([X, X[:, :, ::-1]])])
+    P = (P - P.mean(1, keepdims=True)) / np.sqrt(P.var(1, keepdims=True) + pf.contrast_eps_)
+    np.testing.assert_allclose(pf.mean_, P.mean(0), atol=1e-12)
+    cov = np.cov(P, rowvar=False, bias=True)
+    np.testing.assert_allclose(pf.whitening_, _slow_zca(cov, 0.1), rtol=1e-6, atol=1e-8)
+    # patch_mirror reverses the width of the (channel, dy, dx) layout; the statistics
+    # commute with it exactly and dictionary row k - 1 - j is the mirror of row j
+    m = patch_mirror(C, p)
+    rows = np.arange(C * p * p).reshape(1, C, p, p)
+    np.testing.assert_array_equal(rows.reshape(1, -1)[:, m], rows[..., ::-1].reshape(1, -1))
+    np.testing.assert_array_equal(pf.mean_[m], pf.mean_)
+    np.testing.assert_array_equal(pf.whitening_[np.ix_(m, m)], pf.whitening_)
+    D = pf.dictionary_.reshape(4, C, p, p)
+    np.testing.assert_array_equal(D[::-1, :, :, ::-1], D)
+    assert not np.allclose(D[0], D[0][..., ::-1])  # the atoms are not symmetric themselves
+    # the transform is still the definition, with the split channels reordered
+    for activation in ("triangle", "relu", "split"):
+        pf.set_params(activation=activation).fit(X)
+        out = pf.transform(X[:2])
+        for i in range(2):
+            np.testing.assert_allclose(out[i], _slow_patch_features(pf, X[i]), rtol=1e-7,
+                                       atol=1e-9)
+
+
+@pytest.mark.parametrize("n_filters, use", [(7, "n_filters=6 or 8"), (1, "n_filters=2")])
+def test_flip_equivariant_needs_an_even_n_filters_and_an_odd_patch_size(n_filters, use):
+    X = _images(n=5, h=6, w=6)
+    with pytest.raises(ValueError, match=f"flip_equivariant=True needs an even n_filters.*"
+                                         f"got n_filters={n_filters}; use {use}"):
+        PatchFeatures(n_filters=n_filters, patch_size=3, flip_equivariant=True).fit(X)
+    with pytest.raises(ValueError, match="needs an odd patch_size.*got patch_size=4; use "
+                                         "patch_size=3 or 5"):
+        PatchFeatures(n_filters=4, patch_size=4, flip_equivariant=True).fit(X)
+    PatchFeatures(n_filters=n_filters, patch_size=4, n_patches=50).fit(X)  # fine without it
+
+
+@parametrize_with_checks([PatchFeatures(n_filters=4, patch_size=1, activation="split",
+                                        n_patches=200, flip_equivariant=True,
+                                        image_shape=(1, -1), random_state=0)])
+def test_sklearn_compatible_when_flip_equivariant(estimator, check):
+    check(estimator)
 
 
 def test_pipeline_into_an_exact_kernel():

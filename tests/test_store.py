@@ -218,6 +218,20 @@ def test_a_store_is_never_reused_for_another_computation(tmp_path, change, match
     np.testing.assert_array_equal(np.load(path), before)
 
 
+@pytest.mark.parametrize("first, second", [(None, "hflip"), ("hflip", "hflip_reverse_channels"),
+                                           ("hflip_reverse_channels", "hflip")])
+def test_a_store_of_one_augment_is_never_reused_for_another(tmp_path, first, second):
+    path = tmp_path / "K.npy"
+    args = dict(X=_images(9, side=5), architecture=ARCH, tile_size=2)
+    conv_kernel(out=path, augment=first, **args)
+    before = np.load(path)
+    with pytest.raises(StoreError, match=r"different computation \(augment differs\)"):
+        conv_kernel(out=path, augment=second, **args)
+    np.testing.assert_array_equal(np.load(path), before)
+    # its own augment reuses it
+    np.testing.assert_array_equal(conv_kernel(out=path, augment=first, **args), before)
+
+
 def test_load_gram_refuses_what_is_not_a_finished_store(tmp_path):
     plain = tmp_path / "plain.npy"
     np.save(plain, np.eye(3))
