@@ -45,6 +45,13 @@ Models (``--models``):
     CV fold (``StratifiedGroupKFold``), so no validation image has its
     mirror image in the training folds.  About 4x the search and 2x the test
     kernel of ``cntk-lap1-patches``.
+``cntk-lap1-patches-hflip``
+    ``cntk-lap1-patches`` with kernel-level flips: the patch layer built
+    mirror-paired (``PatchFeatures(..., flip_equivariant=True)``) and the
+    kernel averaged over the mirror image of one argument
+    (``augment="hflip_reverse_channels"``): twice the cost per entry of
+    ``cntk-lap1-patches``, against 4x the search and 2x the test kernel of
+    ``cntk-lap1-patches-flips``.
 ``cnngp-lap1``
     ``CNNGPClassifier(max_shift=1)``: the ConvNet GP with a ``ShiftAverage(1)``
     read-out, ``depth`` 1..5 in one pass x ``alpha``.
@@ -111,7 +118,7 @@ import numpy as np
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 ALPHAS = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
 MODEL_ORDER = ("rbf", "cnngp", "cntk", "cntk-patches", "cntk-gap", "cntk-lap1", "cntk-lap1-flip",
-               "cntk-lap1-patches", "cntk-lap1-patches-flips", "cntk-lap2", "cnngp-lap1", "ckn")
+               "cntk-lap1-patches", "cntk-lap1-patches-flips", "cntk-lap1-patches-hflip", "cntk-lap2", "cnngp-lap1", "ckn")
 N_TEST = 10_000
 
 
@@ -146,16 +153,20 @@ def kernel_model(name, dtype, n_jobs):
         grid = {"depth": list(range(2, 9)), "alpha": ALPHAS}
         arch = cntk_architecture(8, gap=False, max_depth=8)[0], "ntk"
         return "CNTK vanilla (3x3 conv, flatten)", est, grid, arch
-    if name in ("cntk-patches", "cntk-lap1-patches", "cntk-lap1-patches-flips"):
+    if name in ("cntk-patches", "cntk-lap1-patches", "cntk-lap1-patches-flips",
+                "cntk-lap1-patches-hflip"):
         m = 1 if "lap1" in name else 0
         D = 4 if m else 5  # on patch channels shallow networks win (depth 2-3 at n = 1000)
-        est = CNTKClassifier(gap=False, max_shift=m, max_depth=D, **common)
+        flip = "hflip_reverse_channels" if name.endswith("-hflip") else None
+        est = CNTKClassifier(gap=False, max_shift=m, max_depth=D, augment=flip, **common)
         grid = {"depth": list(range(2, D + 1)), "alpha": ALPHAS}
         arch = cntk_architecture(D, gap=False, max_depth=D, max_shift=m)[0], "ntk"
         read = f"ShiftAverage({m})" if m else "flatten"
         label = f"CNTK{'-LAP' if m else ''} (3x3 conv, {read}) on 16 k-means patch channels"
         if name.endswith("-flips"):
             label += ", trained on the images and their flips"
+        if flip:
+            label += ", kernel averaged over flips (mirror-paired patches)"
         return label, est, grid, arch
     if name in ("cntk-lap1", "cntk-lap1-flip", "cntk-lap2"):
         m = 2 if name == "cntk-lap2" else 1
@@ -189,7 +200,8 @@ def preprocessor(name):
         return None
     from sklearn_convkernel import PatchFeatures
 
-    return PatchFeatures(n_filters=16, patch_size=5, random_state=0)
+    return PatchFeatures(n_filters=16, patch_size=5, random_state=0,
+                         flip_equivariant=name.endswith("-hflip"))
 
 
 def describe(params):
@@ -337,7 +349,7 @@ def estimate(name, X_train, X_test, n, dtype, n_jobs, sample):
     conv_kernel(Ys, Xs, architecture=arch, kind=kind, dtype=dtype, n_jobs=n_jobs)
     dt = time.perf_counter() - t0
     rate = sample * sample / dt
-    if name.endswith("-flip"):  # augment="hflip": every entry is two pair passes
+    if name.endswith(("-flip", "-hflip")):  # flip averaging: every entry is two pair passes
         rate /= 2
     m = 2 * n if name.endswith("-flips") else n  # trained on the images and their flips
     entries = m * (m - 1) / 2 + N_TEST * m
